@@ -1,0 +1,49 @@
+"""The contract every backbone follows: 16 kHz mono waveforms in, float32 (n, dim) embeddings out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+
+class Backbone(ABC):
+    """A frozen pretrained speaker model.
+
+    Subclasses import torch & co. inside their methods so that importing the registry stays cheap.
+    """
+
+    #: registry name (``--backbone NAME``)
+    name: ClassVar[str] = ""
+    #: embedding dimension
+    dim: ClassVar[int] = 0
+    sample_rate: ClassVar[int] = 16000
+
+    @classmethod
+    @abstractmethod
+    def load(
+        cls,
+        source: str | Path | None = None,
+        *,
+        local_files_only: bool | None = None,
+        device: str | None = None,
+    ) -> Backbone:
+        """Load the model.
+
+        ``source`` is an explicit local directory (or file) holding the weights; ``None`` means the
+        registered hub model, resolved from the local cache first and then the network (unless
+        ``local_files_only`` or the hub's offline variables say otherwise). A model that cannot be
+        found raises ``ModelUnavailableError`` naming ``srpl download`` and ``--backbone dvector``.
+        """
+
+    @property
+    @abstractmethod
+    def identifier(self) -> str:
+        """Stable id of the weights (name + revision / content hash): part of the embedding cache key."""
+
+    @abstractmethod
+    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed a batch of 16 kHz mono float32 waveforms -> float32 (len(waves), dim)."""
