@@ -1,0 +1,3 @@
+from srpl_cli.cli import main
+
+main()

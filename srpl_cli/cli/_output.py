@@ -1,0 +1,63 @@
+"""Where the CLI writes: results (tables, JSON) to stdout, progress/warnings/errors to stderr.
+
+So `srpl identify --json | jq` always works: nothing but JSON ever reaches stdout in JSON mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on one line (machine readable; rich would wrap and colour it)."""
+    print(json.dumps(data, default=_json_default, ensure_ascii=False), flush=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+
+
+def info(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, exposed as the core's ``progress(done, total)`` callable."""
+    if quiet or os.environ.get("SRPL_NO_PROGRESS"):
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,205 @@
+"""`srpl evaluate`: parse, call srpl_cli.evaluation, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
+
+HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding or audio data.
+
+[b]Examples[/b]
+
+  srpl evaluate --data ./qspeech-wavlm --checkpoint ./qspeech-wavlm/reference-checkpoint --json
+  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --method cosine,srpl
+  srpl evaluate --data ./emodb --backbone dvector --folds 10 --known 5 --shots 5 --enroll-glob '?????N?.flac'
+  srpl evaluate --dataset NAME --cs-my
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", help=HELP, no_args_is_help=True)(evaluate)
+
+
+def evaluate(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Embedding dataset (emb_train/emb_test/...) or audio folder <dir>/<speaker>/<clips>.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="A dataset fetched with `srpl download --dataset`.")
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method", "-m", help="Comma-separated methods (cosine, srpl, ...). Folds always include cosine."
+        ),
+    ] = None,
+    cs_my: Annotated[
+        bool,
+        typer.Option(
+            "--cs-my",
+            help="Train with unknown samples: emb_train_unknown_control, or --synthetic DIR for audio.",
+        ),
+    ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="Score a saved model dir or the authors' released checkpoint; no fitting."
+        ),
+    ] = None,
+    known: Annotated[
+        str | None,
+        typer.Option(
+            "--known", help="Known speakers: ids (0-4, 0,2,7) or, with --folds, a count drawn per fold."
+        ),
+    ] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Enrollment clips per known speaker.")] = None,
+    folds: Annotated[
+        int | None, typer.Option("--folds", help="Random few-shot splits (paired against cosine).")
+    ] = None,
+    seed: SeedOpt = 0,
+    unknown_dir: Annotated[
+        Path | None,
+        typer.Option("--unknown-dir", help="Audio of other people, always unknown test clips (audio data)."),
+    ] = None,
+    enroll_glob: Annotated[
+        str | None,
+        typer.Option("--enroll-glob", help="Only clips whose file name matches may be enrollment clips."),
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Calibrate each model's threshold as tune does (FAR/FRR columns).",
+        ),
+    ] = True,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write OSCR curve and score histogram PNGs here.")
+    ] = None,
+    backbone: BackboneOpt = "eres2netv2",
+    backbone_path: BackboneSourceOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    from srpl_cli import evaluation as ev
+    from srpl_cli.cli._output import print_json, progress_bar
+    from srpl_cli.datasets import is_embedding_dataset
+    from srpl_cli.errors import UsageError
+    from srpl_cli.workspace import Workspace
+
+    if (data is None) == (dataset is None):
+        raise UsageError("give exactly one of --data DIR or --dataset NAME")
+    ws = Workspace(workspace)
+    root = data if data is not None else ev.resolve_dataset(dataset, ws)
+    if not root.exists():
+        raise UsageError(f"{root}: no such file or directory")
+    embedding_data = is_embedding_dataset(root)
+    if checkpoint is not None and (folds or method):
+        raise UsageError("--checkpoint scores a fixed model: it does not combine with --folds or --method")
+    with progress_bar("embedding clips", quiet or json_) as progress:
+        if embedding_data:
+            edata = ev.load_embedding_data(root, cs_my and checkpoint is None)
+        else:
+            if checkpoint is not None:
+                raise UsageError("--checkpoint works on embedding datasets (emb_test/)")
+            ws.ensure()
+            edata = ev.load_audio_data(root, backbone, ws, backbone_path, unknown_dir, enroll_glob, progress)[
+                0
+            ]
+            if cs_my:
+                raise UsageError("--cs-my on audio folders needs synthetic data: see `srpl synthesize`")
+            folds = folds or 10
+    keep = plot is not None
+    with progress_bar("fitting", quiet or json_) as progress:
+        if checkpoint is not None:
+            report = ev.run_checkpoint(edata, checkpoint, known, keep)
+        elif folds:
+            methods = ev.parse_methods(method, folds=True)
+            report = ev.run_folds(edata, methods, folds, known, shots or 5, seed, calibrate, keep, progress)
+        else:
+            methods = ev.parse_methods(method, folds=False)
+            report = ev.run_fixed_split(edata, methods, known, shots, seed, calibrate, keep)
+    if plot is not None:
+        _plot(report, plot)
+    if json_:
+        print_json(report.to_dict())
+    else:
+        _render(report)
+
+
+def _plot(report, plot_dir: Path) -> None:
+    from srpl_cli.cli._output import info
+    from srpl_cli.plots import plot_oscr_curves, plot_score_histograms
+    from srpl_cli.protocols import FoldsReport
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    results = report.folds[0] if isinstance(report, FoldsReport) else report.methods
+    curves = {
+        m: {"fpr": r.curve[0], "ccr": r.curve[1], "oscr": r.metrics["oscr"]} for m, r in results.items()
+    }
+    written = [plot_oscr_curves(curves, plot_dir / "oscr_curve.png")]
+    for m, r in results.items():
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in m)
+        written.append(
+            plot_score_histograms(r.known_scores, r.unknown_scores, plot_dir / f"scores_{safe}.png", title=m)
+        )
+    info("plots: " + ", ".join(str(p) for p in written))
+
+
+def _render(report) -> None:
+    from rich.table import Table
+
+    from srpl_cli.cli._output import out
+    from srpl_cli.protocols import FoldsReport
+
+    cols = [
+        ("acc", "ACC"),
+        ("auroc", "AUROC"),
+        ("oscr", "OSCR"),
+        ("oscr_legacy", "OSCR legacy"),
+        ("eer", "EER"),
+        ("min_dcf", "minDCF"),
+    ]
+    if isinstance(report, FoldsReport):
+        p = report.protocol
+        title = f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')} (mean ± std)"
+        table = Table(title=title)
+        table.add_column("method")
+        for _, label in cols + [("far", "FAR"), ("frr", "FRR")]:
+            table.add_column(label, justify="right")
+        table.add_column("OSCR vs cosine (wins)", justify="right")
+        table.add_column("ACC vs cosine", justify="right")
+        summary = report.summary()
+        for m in report.methods:
+            s = summary[m]
+            row = [m]
+            for key, _ in cols + [("far", ""), ("frr", "")]:
+                if key in s:
+                    fmt = "{:.3f} ± {:.3f}" if key == "min_dcf" else "{:.1f} ± {:.1f}"
+                    row.append(fmt.format(s[key]["mean"], s[key]["std"]))
+                else:
+                    row.append("-")
+            d = s.get("oscr_vs_cosine")
+            a = s.get("acc_vs_cosine")
+            row.append(f"{d['mean']:+.1f} ± {d['std']:.1f} ({d['wins']}/{d['folds']})" if d else "-")
+            row.append(f"{a['mean']:+.1f}" if a else "-")
+            table.add_row(*row)
+    else:
+        table = Table(
+            title=str(report.protocol.get("split") or report.protocol.get("checkpoint") or "evaluation")
+        )
+        table.add_column("method")
+        for _, label in cols:
+            table.add_column(label, justify="right")
+        for m, r in report.methods.items():
+            vals = [f"{r.metrics[k]:.4f}" if k == "min_dcf" else f"{100 * r.metrics[k]:.3f}" for k, _ in cols]
+            table.add_row(m, *vals)
+    out.print(table)

@@ -1,0 +1,98 @@
+"""`srpl tune`: enroll, fit the open-set backend, calibrate the rejection threshold, save a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
+
+HELP = """Tune the open-set speaker model on ENROLL_DIR/<speaker>/<clips> and make it the one in use.
+
+Rejection threshold: with unknown samples (--unknown-dir, --synthetic) it accepts at most --target-far
+of them; otherwise it rejects at most 5% of held-out enrollment clips. A failed or interrupted tune
+leaves the previous model in use.
+
+[b]Examples[/b]
+
+  srpl tune ./family --shots 5
+  srpl tune ./family --shots 5 --backbone dvector --unknown-dir ./other_people
+  srpl tune ./family --shots 5 --synthetic ./synth     (alias --cs-my)
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune", help=HELP, no_args_is_help=True)(tune)
+
+
+def tune(
+    enroll_dir: Annotated[
+        Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
+    ],
+    shots: Annotated[
+        int, typer.Option("--shots", help="Enrollment clips per speaker (first N usable, by name).")
+    ] = 5,
+    backbone: BackboneOpt = "eres2netv2",
+    backbone_path: BackboneSourceOpt = None,
+    method: Annotated[
+        str | None, typer.Option("--method", "-m", help="Open-set backend (default: the best measured).")
+    ] = None,
+    unknown_dir: Annotated[
+        Path | None, typer.Option("--unknown-dir", help="Speech of people who are not enrolled.")
+    ] = None,
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(
+            "--synthetic", "--cs-my", help="Output of `srpl synthesize`: variants + unknown voices."
+        ),
+    ] = None,
+    target_far: Annotated[
+        float, typer.Option("--target-far", help="False-accept rate the threshold aims for.")
+    ] = 0.05,
+    model: Annotated[
+        str, typer.Option("--model", help="Name of the model to save (several can coexist).")
+    ] = "default",
+    seed: SeedOpt = 0,
+    min_speech: Annotated[
+        float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
+    ] = 0.5,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    from srpl_cli import pipeline
+    from srpl_cli.cli._output import out, print_json, progress_bar
+    from srpl_cli.cli.enroll import render_enrollment
+    from srpl_cli.errors import UsageError
+    from srpl_cli.workspace import Workspace
+
+    if not 0.0 < target_far < 1.0:
+        raise UsageError("--target-far must be between 0 and 1")
+    with progress_bar("embedding clips", quiet or json_) as progress:
+        report = pipeline.tune(
+            enroll_dir,
+            Workspace(workspace),
+            shots=shots,
+            backbone=backbone,
+            method=method or pipeline.DEFAULT_METHOD,
+            unknown_dir=unknown_dir,
+            synthetic=synthetic,
+            seed=seed,
+            target_far=target_far,
+            model_name=model,
+            backbone_source=backbone_path,
+            progress=progress,
+            min_speech_s=min_speech,
+        )
+    if json_:
+        print_json(report.to_dict())
+        return
+    render_enrollment(report.enrollment)
+    cal = report.calibration
+    out.print(
+        f"tuned [b]{report.method}[/b] on {len(report.speakers)} speakers x {report.shots} clips "
+        f"({report.backbone}, {report.n_unknown} unknown samples) -> model '{report.model}' {report.version}"
+    )
+    out.print(f"threshold {report.threshold:.4f}: {cal['rule']}", highlight=False)

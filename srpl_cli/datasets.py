@@ -1,0 +1,210 @@
+"""Readers for the data srpl consumes: the SpeakerRPL authors' embedding datasets and speaker folders.
+
+Embedding datasets use the authors' layout ``<root>/{emb_train,emb_test,emb_train_unknown_control}/
+<speaker-int>/<n>.npy`` where each file is a real ``np.save`` array or (despite the name) a torch
+pickle of a numpy array. Both are read without executing code.
+
+Audio enrollment data is ``<root>/<speaker>/<clip>.<ext>`` or a CSV manifest with ``path,speaker``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from srpl_cli.errors import DataError
+
+SPLITS = ("emb_train", "emb_test", "emb_train_unknown_control")
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64", ".caf"}
+
+
+@dataclass
+class EmbeddingSplit:
+    """All embeddings of one split: X (n, dim) float32, y (n,) speaker ids, file order within speaker."""
+
+    X: np.ndarray
+    y: np.ndarray
+    order: np.ndarray
+    paths: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def speakers(self) -> list[int]:
+        return sorted(int(s) for s in np.unique(self.y))
+
+    def subset(self, mask: np.ndarray) -> EmbeddingSplit:
+        idx = np.flatnonzero(mask)
+        return EmbeddingSplit(self.X[idx], self.y[idx], self.order[idx], [self.paths[i] for i in idx])
+
+
+def is_embedding_dataset(root: Path) -> bool:
+    return any((root / s).is_dir() for s in SPLITS)
+
+
+def load_embedding_file(path: Path) -> np.ndarray:
+    """One embedding file -> float32 (dim,). np.save format first, else a weights-only torch load."""
+    # torch.save writes a zip archive (np.load would open it as an .npz); np.save writes .npy
+    try:
+        if zipfile.is_zipfile(path):
+            arr = _load_torch_pickle(path)
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a numpy array file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read embedding ({exc})") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"{path}: expected one embedding vector, got an array of shape {arr.shape}")
+    return arr
+
+
+def _load_torch_pickle(path: Path) -> np.ndarray:
+    from srpl_cli.backends.reference import safe_torch_load
+
+    obj = safe_torch_load(path)
+    if hasattr(obj, "numpy"):
+        obj = obj.detach().cpu().numpy()
+    if not isinstance(obj, np.ndarray):
+        raise DataError(f"{path}: holds a {type(obj).__name__}, not an embedding array")
+    return obj
+
+
+def _numeric_key(p: Path) -> tuple[int, str]:
+    m = re.match(r"^(\d+)", p.stem)
+    return (int(m.group(1)) if m else 1 << 62, p.name)
+
+
+def read_embedding_split(root: Path, split: str) -> EmbeddingSplit:
+    """Read ``root/split/<speaker-int>/<n>.npy`` (files in numeric order within each speaker)."""
+    base = Path(root) / split
+    if not base.is_dir():
+        raise DataError(f"{base}: missing (expected the authors' layout {root}/{split}/<speaker>/<n>.npy)")
+    X, y, order, paths = [], [], [], []
+    spk_dirs = [d for d in base.iterdir() if d.is_dir()]
+    if not spk_dirs:
+        raise DataError(f"{base}: no speaker folders")
+    for d in spk_dirs:
+        try:
+            spk = int(d.name)
+        except ValueError:
+            raise DataError(f"{d}: speaker folders of an embedding dataset must be integers") from None
+        files = sorted((f for f in d.iterdir() if f.suffix in {".npy", ".pt", ".pth"}), key=_numeric_key)
+        for i, f in enumerate(files):
+            X.append(load_embedding_file(f))
+            y.append(spk)
+            order.append(i)
+            paths.append(f)
+    if not X:
+        raise DataError(f"{base}: no embedding files (.npy)")
+    dims = {x.shape[0] for x in X}
+    if len(dims) > 1:
+        raise DataError(f"{base}: embeddings have different dimensions {sorted(dims)}")
+    return EmbeddingSplit(np.stack(X), np.asarray(y, dtype=np.int64), np.asarray(order), paths)
+
+
+def read_embedding_dataset(root: str | Path) -> dict[str, EmbeddingSplit]:
+    """Every split present under ``root`` (at least emb_test or emb_train)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory")
+    splits = {s: read_embedding_split(root, s) for s in SPLITS if (root / s).is_dir()}
+    if "emb_test" not in splits and "emb_train" not in splits:
+        raise DataError(
+            f"{root}: not an embedding dataset (expected emb_train/ and emb_test/ with <speaker>/<n>.npy)"
+        )
+    return splits
+
+
+def parse_speaker_range(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '0,2,5-7' -> [0,2,5,6,7]."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise DataError(f"invalid speaker list '{text}': use e.g. 0-4 or 0,2,5-7") from None
+    if not out:
+        raise DataError(f"invalid speaker list '{text}'")
+    return sorted(set(out))
+
+
+# ---- audio folders ----
+def is_audio_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+
+
+def read_speaker_folders(root: str | Path, min_speakers: int = 1) -> dict[str, list[Path]]:
+    """``root/<speaker>/<clip>`` or a CSV manifest (``path,speaker``) -> speaker -> sorted clip paths."""
+    root = Path(root)
+    if root.is_file():
+        return read_manifest(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory or CSV manifest")
+    speakers: dict[str, list[Path]] = {}
+    loose = [p for p in root.iterdir() if is_audio_file(p)]
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        clips = sorted(p for p in d.rglob("*") if is_audio_file(p))
+        if clips:
+            speakers[d.name] = clips
+    if not speakers:
+        hint = (
+            " (found audio files directly in it: put each speaker's clips in their own folder)"
+            if loose
+            else ""
+        )
+        raise DataError(f"{root}: expected one folder per speaker with audio clips inside{hint}")
+    if len(speakers) < min_speakers:
+        raise DataError(f"{root}: found {len(speakers)} speaker folder(s), need at least {min_speakers}")
+    return speakers
+
+
+def read_manifest(path: Path) -> dict[str, list[Path]]:
+    """CSV with a header naming ``path`` and ``speaker`` columns; relative paths are relative to the CSV."""
+    speakers: dict[str, list[Path]] = {}
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "path" not in fields or "speaker" not in fields:
+                raise DataError(f"{path}: a manifest needs a header with 'path' and 'speaker' columns")
+            for lineno, row in enumerate(reader, start=2):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                if not row["path"] or not row["speaker"]:
+                    raise DataError(f"{path}:{lineno}: empty path or speaker")
+                clip = Path(row["path"])
+                if not clip.is_absolute():
+                    clip = path.parent / clip
+                speakers.setdefault(row["speaker"], []).append(clip)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV manifest") from None
+    if not speakers:
+        raise DataError(f"{path}: manifest lists no clips")
+    return speakers
+
+
+def collect_audio(paths: list[str | Path]) -> list[Path]:
+    """Clips and directories (searched recursively) -> audio files, in the order given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if is_audio_file(f))
+            if not found:
+                raise DataError(f"{p}: no audio files in this directory")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,310 @@
+"""`srpl evaluate`: open-set metrics of backends on embedding datasets or audio speaker folders.
+
+Three protocols:
+- a saved or released checkpoint scored on ``emb_test`` (no fitting);
+- the authors' fixed split: fit on ``emb_train`` (or the first N files of each known speaker), test on
+  ``emb_test``;
+- ``--folds F``: F random few-shot splits, every method on the same folds, paired against cosine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srpl_cli.errors import DataError, UsageError
+from srpl_cli.pipeline import DEFAULT_METHOD, Progress, embed_clips, fit_backend, load_backbone
+from srpl_cli.protocols import (
+    Fold,
+    FoldsReport,
+    MethodResult,
+    evaluate_folds,
+    few_shot_folds,
+    first_n_split,
+    score_method,
+)
+from srpl_cli.workspace import Workspace
+
+BASELINE = "cosine"
+
+
+@dataclass
+class SplitReport:
+    """Metrics of each method on one fixed split."""
+
+    methods: dict[str, MethodResult]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat metrics for one method (percent, like the paper); nested by method for several."""
+
+        def pct(m: dict[str, float]) -> dict[str, float]:
+            return {k: (v if k == "min_dcf" else 100.0 * v) for k, v in m.items()}
+
+        if len(self.methods) == 1:
+            ((name, res),) = self.methods.items()
+            return {"method": name, **pct(res.metrics), "protocol": self.protocol}
+        return {"methods": {n: pct(r.metrics) for n, r in self.methods.items()}, "protocol": self.protocol}
+
+
+@dataclass
+class EvalData:
+    """Embeddings to evaluate on, with what the protocol needs to know about each row."""
+
+    X: np.ndarray
+    y: np.ndarray
+    order: np.ndarray | None = None
+    enroll_mask: np.ndarray | None = None
+    never_known: np.ndarray | None = None
+    X_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    X_unknown_train: np.ndarray | None = None
+    description: dict[str, Any] = field(default_factory=dict)
+    #: per-fold unknown training samples (audio --cs-my); overrides X_unknown_train when set
+    unknown_for_fold: Callable[[Fold], np.ndarray | None] | None = None
+
+
+def parse_methods(text: str | Sequence[str] | None, folds: bool) -> list[str]:
+    from srpl_cli.backends import backend_class
+
+    if text is None:
+        methods = [BASELINE, DEFAULT_METHOD] if folds else [DEFAULT_METHOD]
+    else:
+        parts = text.split(",") if isinstance(text, str) else list(text)
+        methods = [m.strip() for m in parts if m.strip()]
+    for m in methods:
+        backend_class(m)  # clear error for an unknown name
+    if folds and BASELINE not in methods:
+        methods.insert(0, BASELINE)  # paired differences need the baseline on the same folds
+    return list(dict.fromkeys(methods))
+
+
+def parse_known(text: str | None) -> tuple[int | None, list[int] | None]:
+    """'5' -> five known speakers drawn per fold; '0-4' / '0,1,2' -> exactly those speakers."""
+    from srpl_cli.datasets import parse_speaker_range
+
+    if text is None:
+        return None, None
+    text = text.strip()
+    if text.isdigit():
+        return int(text), None
+    return None, parse_speaker_range(text)
+
+
+# ---------------------------------------------------------------- loading data
+def load_embedding_data(root: Path, cs_my: bool) -> EvalData:
+    from srpl_cli.datasets import read_embedding_dataset
+
+    splits = read_embedding_dataset(root)
+    test = splits.get("emb_test")
+    train = splits.get("emb_train")
+    if test is None:
+        raise DataError(f"{root}: no emb_test/ split to evaluate on")
+    data = EvalData(test.X, test.y, order=test.order, description={"data": str(root), "kind": "embeddings"})
+    if train is not None:
+        data.X_train, data.y_train = train.X, train.y
+    if cs_my:
+        control = splits.get("emb_train_unknown_control")
+        if control is None:
+            raise DataError(
+                f"{root}: --cs-my needs an emb_train_unknown_control/ split (unknown training samples)"
+            )
+        data.X_unknown_train = control.X
+    return data
+
+
+def load_audio_data(
+    root: Path,
+    backbone: str,
+    workspace: Workspace,
+    backbone_source: Path | None,
+    unknown_dir: Path | None,
+    enroll_glob: str | None,
+    progress: Progress,
+) -> tuple[EvalData, dict[str, list[Path]], Any]:
+    """Embed every clip of ``root/<speaker>/`` (and of ``unknown_dir``) through the workspace cache."""
+    from srpl_cli.datasets import collect_audio, read_speaker_folders
+
+    speakers = read_speaker_folders(root, min_speakers=3)
+    bb = load_backbone(backbone, backbone_source)
+    paths = [p for clips in speakers.values() for p in clips]
+    labels = [s for s, clips in speakers.items() for _ in clips]
+    extra = collect_audio([unknown_dir]) if unknown_dir is not None else []
+    res = embed_clips(paths + extra, bb, workspace, progress)
+    label_of = {str(p): s for p, s in zip(paths, labels, strict=True)}
+    extra_set = {str(p) for p in extra}
+    ok = [str(p) for p in res.paths_ok]
+    y = np.array([label_of.get(p, f"__other__{i}") for i, p in enumerate(ok)], dtype=object)
+    never = np.array([p in extra_set and p not in label_of for p in ok])
+    enroll_mask = None
+    if enroll_glob:
+        enroll_mask = np.array([fnmatch.fnmatch(Path(p).name, enroll_glob) for p in ok])
+        if not enroll_mask.any():
+            raise DataError(f"--enroll-glob '{enroll_glob}' matches no clip in {root}")
+    desc = {
+        "data": str(root),
+        "kind": "audio",
+        "backbone": bb.name,
+        "clips": len(ok),
+        "skipped_clips": len(res.problems),
+        "unknown_dir": str(unknown_dir) if unknown_dir else None,
+        "enroll_glob": enroll_glob,
+    }
+    data = EvalData(
+        res.embeddings, y.astype(str), enroll_mask=enroll_mask, never_known=never, description=desc
+    )
+    clips_by_row = {"paths": [Path(p) for p in ok]}
+    return data, clips_by_row, bb
+
+
+# ---------------------------------------------------------------- protocols
+def _fit(calibrate: bool):
+    def fit(
+        method: str, X: np.ndarray, y: np.ndarray, Xu: np.ndarray | None, seed: int, fold: Fold | None = None
+    ):
+        if calibrate:
+            return fit_backend(method, X, y, Xu, seed)[0]
+        from srpl_cli.backends import backend_class, get_backend
+
+        kwargs = {"random_state": seed} if "random_state" in backend_class(method)._param_names() else {}
+        return get_backend(method, **kwargs).fit(X, y, Xu)
+
+    return fit
+
+
+def run_folds(
+    data: EvalData,
+    methods: list[str],
+    folds: int,
+    known: str | None,
+    shots: int,
+    seed: int,
+    calibrate: bool = True,
+    keep_scores: bool = False,
+    progress: Progress = None,
+) -> FoldsReport:
+    n_known, known_list = parse_known(known)
+    X, y = data.X, data.y
+    enroll_mask, never = data.enroll_mask, data.never_known
+    if data.X_train is not None:  # folds draw from every labelled clip
+        X = np.concatenate([data.X_train, X])
+        y = np.concatenate([data.y_train, y])
+        pad = np.zeros(len(data.X_train), bool)
+        enroll_mask = None if enroll_mask is None else np.concatenate([~pad, enroll_mask])
+        never = None if never is None else np.concatenate([pad, never])
+    if n_known is None and known_list is None:
+        n_speakers = len(np.unique(y if never is None else y[~never]))
+        n_known = max(2, n_speakers // 2)
+    split = few_shot_folds(
+        y, n_known, shots, folds, seed, known_pool=known_list, enroll_mask=enroll_mask, never_known=never
+    )
+    unknown_train = data.unknown_for_fold
+    if unknown_train is None and data.X_unknown_train is not None:
+        unknown_train = lambda fold: data.X_unknown_train  # noqa: E731 - same unknowns in every fold
+    protocol = {
+        **data.description,
+        "folds": folds,
+        "known": known_list if known_list is not None else n_known,
+        "shots": shots,
+        "seed": seed,
+        "cs_my": unknown_train is not None,
+    }
+    return evaluate_folds(
+        X, y, split, methods, _fit(calibrate), seed, unknown_train, keep_scores, progress, protocol
+    )
+
+
+def run_fixed_split(
+    data: EvalData,
+    methods: list[str],
+    known: str | None,
+    shots: int | None,
+    seed: int,
+    calibrate: bool = True,
+    keep_scores: bool = False,
+) -> SplitReport:
+    """The reference scripts' protocol: train on emb_train (or the first N files), test on emb_test."""
+    n_known, known_list = parse_known(known)
+    if n_known is not None:
+        raise UsageError("without --folds, --known takes speaker ids (e.g. 0-4), not a count")
+    X, y = data.X, data.y
+    if data.X_train is not None and shots is None:
+        Xtr, ytr = data.X_train, data.y_train
+        known_ids = sorted(set(known_list) if known_list else set(np.unique(ytr).tolist()))
+        keep = np.isin(ytr, known_ids)
+        Xtr, ytr = Xtr[keep], ytr[keep]
+        is_known = np.isin(y, known_ids)
+        test_known, test_unknown = np.flatnonzero(is_known), np.flatnonzero(~is_known)
+        protocol = {"split": "emb_train -> emb_test", "known": known_ids}
+    else:
+        if shots is None:
+            raise UsageError(
+                f"{data.description.get('data')} has no emb_train/: give --shots N (and --known)"
+            )
+        if not known_list:
+            raise UsageError("say which speakers are known, e.g. --known 0-4 (or use --folds)")
+        fold = first_n_split(y, data.order if data.order is not None else np.zeros(len(y)), known_list, shots)
+        Xtr, ytr = X[fold.enroll], y[fold.enroll]
+        test_known, test_unknown = fold.test_known, fold.test_unknown
+        protocol = {"split": f"first {shots} files of each known speaker", "known": known_list}
+    if len(test_unknown) == 0:
+        raise DataError("no unknown speakers in the test split")
+    fit = _fit(calibrate)
+    results = {}
+    for m in methods:
+        model = fit(m, Xtr, ytr, data.X_unknown_train, seed)
+        results[m] = score_method(model, X[test_known], y[test_known], X[test_unknown], keep_scores)
+    return SplitReport(results, {**data.description, **protocol, "cs_my": data.X_unknown_train is not None})
+
+
+def run_checkpoint(
+    data: EvalData, checkpoint: Path, known: str | None, keep_scores: bool = False
+) -> SplitReport:
+    """Score a saved srpl model or the authors' released checkpoint on emb_test, without fitting."""
+    model, name = load_checkpoint(checkpoint)
+    _, known_list = parse_known(known)
+    classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+    test_ids = set(np.unique(data.y).tolist())
+    known_ids = known_list if known_list else [c for c in classes if c in test_ids]
+    missing = [k for k in known_ids if k not in classes]
+    if missing:
+        raise DataError(f"known speakers {missing} are not classes of the checkpoint ({classes[:20]})")
+    if not known_ids:
+        raise DataError("none of the checkpoint's speakers occur in emb_test; give --known")
+    is_known = np.isin(data.y, known_ids)
+    if is_known.all():
+        raise DataError("no unknown speakers in emb_test")
+    res = score_method(model, data.X[is_known], data.y[is_known], data.X[~is_known], keep_scores)
+    protocol = {**data.description, "checkpoint": str(checkpoint), "known": known_ids}
+    return SplitReport({name: res}, protocol)
+
+
+def load_checkpoint(path: Path) -> tuple[Any, str]:
+    """Our own saved model directory (meta.json) or the authors' ClassifierAdapt_*.pth pair."""
+    from srpl_cli.backends import load_backend
+
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        model = load_backend(path)
+        return model, model.name
+    if path.is_dir() and any(path.glob("*.pth")):
+        from srpl_cli.backends.reference import load_reference_checkpoint
+
+        return load_reference_checkpoint(path), "srpl (released checkpoint)"
+    raise DataError(f"{path}: not a saved srpl model (meta.json) nor the authors' checkpoint (*.pth)")
+
+
+def resolve_dataset(name: str, workspace: Workspace) -> Path:
+    registry = workspace.datasets()
+    if name not in registry:
+        known = ", ".join(sorted(registry)) or "none yet"
+        raise DataError(
+            f"no downloaded dataset '{name}' (registered: {known})",
+            hint=f"run: srpl download --dataset {name}",
+        )
+    return Path(registry[name]["path"])

@@ -1,0 +1,474 @@
+"""What the commands do, as plain functions returning result dataclasses (the Python API).
+
+audio -> backbone -> embeddings (cached) -> open-set backend -> workspace -> identify / evaluate.
+Nothing here prints or exits; the CLI renders the results and maps ``SrplError`` to exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srpl_cli._version import __version__
+from srpl_cli.backbones import DEFAULT_BACKBONE
+from srpl_cli.errors import DataError, StateError, UsageError
+from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None] | None
+
+#: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
+DEFAULT_METHOD = "cosine"
+#: false-accept rate the rejection threshold aims for when unknown samples are available
+DEFAULT_TARGET_FAR = 0.05
+#: false-reject rate aimed for on held-out enrollment clips when no unknown samples exist
+DEFAULT_TARGET_FRR = 0.05
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class ClipIssue:
+    path: str
+    reason: str
+
+
+@dataclass
+class SpeakerEnrollment:
+    speaker: str
+    clips_found: int
+    clips_used: int
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+@dataclass
+class EnrollReport:
+    backbone: str
+    speakers: list[SpeakerEnrollment]
+    problems: list[ClipIssue]
+    workspace: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TuneReport:
+    model: str
+    version: str
+    method: str
+    backbone: str
+    speakers: list[str]
+    shots: int
+    n_unknown: int
+    threshold: float
+    calibration: dict[str, Any]
+    enrollment: EnrollReport
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Identification:
+    path: str
+    speaker: str | None
+    score: float | None
+    scores: dict[str, float]
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["top"] = [{"speaker": s, "score": v} for s, v in self.top]
+        if self.error is None:
+            d.pop("error")
+        return d
+
+
+# ---------------------------------------------------------------- embeddings
+def load_backbone(name: str, source: str | Path | None = None) -> Any:
+    from srpl_cli.backbones import get_backbone
+
+    return get_backbone(name, source=source)
+
+
+def embed_clips(
+    paths: Sequence[Path],
+    backbone: Any,
+    workspace: Workspace | None,
+    progress: Progress = None,
+    min_speech_s: float = 0.5,
+) -> Any:
+    """Embed clips through the workspace cache (no clip is embedded twice). Returns ExtractionResult."""
+    from srpl_cli.embeddings import EmbeddingCache, extract_embeddings
+
+    cache = None
+    if workspace is not None:
+        workspace.ensure()
+        cache = EmbeddingCache(workspace.cache_dir)
+    return extract_embeddings(
+        list(paths), backbone, cache=cache, progress=progress, min_speech_s=min_speech_s
+    )
+
+
+def _embed_map(
+    paths: Sequence[Path], backbone: Any, workspace: Workspace, progress: Progress, min_speech_s: float
+) -> tuple[dict[str, tuple[np.ndarray, Any]], list[ClipIssue]]:
+    """path -> (embedding, quality) for the usable clips, and the problems of the others."""
+    if not paths:
+        return {}, []
+    res = embed_clips(paths, backbone, workspace, progress, min_speech_s)
+    ok = {str(p): (res.embeddings[i], res.qualities[i]) for i, p in enumerate(res.paths_ok)}
+    return ok, [ClipIssue(str(p), r) for p, r in res.problems]
+
+
+def _embed_speakers(
+    speakers: dict[str, list[Path]],
+    backbone: Any,
+    workspace: Workspace,
+    shots: int | None,
+    progress: Progress,
+    min_speech_s: float,
+) -> tuple[dict[str, np.ndarray], dict[str, list[Path]], EnrollReport]:
+    """Embed each speaker's clips; with ``shots``, the first N usable clips (in name order)."""
+    for name in speakers:
+        check_name(name, "speaker name")
+    # with --shots, embed only a few clips more than needed, and the rest only if too many fail
+    first = {s: c if shots is None else c[: shots + 2] for s, c in speakers.items()}
+    ok, problems = _embed_map(
+        [p for c in first.values() for p in c], backbone, workspace, progress, min_speech_s
+    )
+    rest = [
+        p
+        for s, c in speakers.items()
+        if sum(str(p) in ok for p in first[s]) < (shots or 0)
+        for p in c[len(first[s]) :]
+    ]
+    more_ok, more_problems = _embed_map(rest, backbone, workspace, None, min_speech_s)
+    ok.update(more_ok)
+    problems += more_problems
+    X_by: dict[str, np.ndarray] = {}
+    used: dict[str, list[Path]] = {}
+    rows = []
+    for s, clips in speakers.items():
+        chosen = [p for p in clips if str(p) in ok][:shots]
+        warnings = [f"{Path(p).name}: {w}" for p in chosen for w in getattr(ok[str(p)][1], "warnings", ())]
+        if shots is not None and len(chosen) < shots:
+            warnings.append(f"only {len(chosen)} usable clip(s), {shots} asked for")
+        duration = sum(float(getattr(ok[str(p)][1], "duration_s", 0.0)) for p in chosen)
+        rows.append(SpeakerEnrollment(s, len(clips), len(chosen), warnings, round(duration, 2)))
+        if chosen:
+            X_by[s] = np.stack([ok[str(p)][0] for p in chosen]).astype(np.float32)
+            used[s] = list(chosen)
+    return X_by, used, EnrollReport(backbone.name, rows, problems, str(workspace.root))
+
+
+# ---------------------------------------------------------------- enroll
+def enroll(
+    source: str | Path,
+    workspace: Workspace | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    shots: int | None = None,
+    backbone_source: str | Path | None = None,
+    progress: Progress = None,
+    min_speech_s: float = 0.5,
+    _backbone: Any = None,
+) -> tuple[EnrollReport, dict[str, np.ndarray], dict[str, list[Path]]]:
+    """Embed ``source`` (``<dir>/<speaker>/<clips>`` or a CSV manifest) and store speaker profiles."""
+    from srpl_cli.datasets import read_speaker_folders
+
+    ws = (workspace or Workspace()).ensure()
+    if shots is not None and shots < 1:
+        raise UsageError("--shots must be at least 1")
+    speakers = read_speaker_folders(source)
+    bb = _backbone or load_backbone(backbone, backbone_source)
+    X_by, used, report = _embed_speakers(speakers, bb, ws, shots, progress, min_speech_s)
+    if not X_by:
+        raise DataError(f"{source}: no usable clip for any speaker ({len(report.problems)} problem(s))")
+    with ws.lock():
+        for s, X in X_by.items():
+            info = {
+                "clips": [str(p) for p in used[s]],
+                "backbone_id": bb.identifier,
+                "source": str(source),
+                "srpl_version": __version__,
+            }
+            ws.save_profile(bb.name, s, X, info)
+    return report, X_by, used
+
+
+# ---------------------------------------------------------------- fitting (shared by tune and evaluate)
+def fit_backend(
+    method: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_unknown: np.ndarray | None = None,
+    seed: int = 0,
+    target_far: float = DEFAULT_TARGET_FAR,
+    target_frr: float = DEFAULT_TARGET_FRR,
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit backend ``method`` and calibrate its rejection threshold (the same rule in tune and evaluate).
+
+    Threshold rule (docs/calibration in docs/usage.md): scores of clips the model did not train on are
+    needed, so the enrollment is cross-fitted (each round holds one clip per speaker out). With unknown
+    samples, the threshold accepts at most ``target_far`` of the held-out unknowns' scores; without,
+    it rejects at most ``target_frr`` of the held-out enrollment clips.
+    """
+    from srpl_cli.backends.calibration import threshold_at_far, threshold_at_frr
+
+    from srpl_cli.backends import backend_class, get_backend
+
+    cls = backend_class(method)
+    kwargs = dict(params or {})
+    if "random_state" in cls._param_names() and "random_state" not in kwargs:
+        kwargs["random_state"] = seed
+    model = get_backend(method, **kwargs).fit(X, y, X_unknown)
+    known_held, unknown_held = _cross_fit_scores(method, kwargs, X, y, X_unknown)
+    if unknown_held is not None and len(unknown_held):
+        thr = threshold_at_far(unknown_held, target_far)
+        rule = f"accept at most {target_far:.0%} of held-out unknown samples"
+    elif known_held is not None and len(known_held):
+        thr = threshold_at_frr(known_held, target_frr)
+        rule = f"reject at most {target_frr:.0%} of held-out enrollment clips"
+    else:
+        thr = float(model.threshold_)
+        rule = "backend default"
+    model.set_threshold(thr)
+    info = {
+        "rule": rule,
+        "threshold": float(thr),
+        "target_far": target_far,
+        "target_frr": target_frr,
+        "heldout_known": int(0 if known_held is None else len(known_held)),
+        "heldout_unknown": int(0 if unknown_held is None else len(unknown_held)),
+    }
+    if known_held is not None and len(known_held):
+        info["heldout_frr"] = float((known_held < thr).mean())
+    if unknown_held is not None and len(unknown_held):
+        info["heldout_far"] = float((unknown_held >= thr).mean())
+    return model, info
+
+
+def _cross_fit_scores(
+    method: str,
+    kwargs: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_unknown: np.ndarray | None,
+    rounds: int = 5,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Held-out open-set scores: round r leaves clip r of every speaker (and 1/rounds of unknowns) out.
+
+    A held-out known clip scores on its own speaker's column, as `identify` would if it was right.
+    """
+    from srpl_cli.backends import get_backend
+
+    y = np.asarray(y)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    counts = np.bincount(y_idx)
+    if counts.min() < 2 or len(classes) < 2:
+        return None, None
+    # position of each clip within its speaker
+    pos = np.zeros(len(y), int)
+    for c in range(len(classes)):
+        idx = np.flatnonzero(y_idx == c)
+        pos[idx] = np.arange(len(idx))
+    rounds = int(min(rounds, counts.min()))
+    u_fold = np.arange(len(X_unknown)) % rounds if X_unknown is not None and len(X_unknown) else None
+    known_scores, unknown_scores = [], []
+    for r in range(rounds):
+        held = pos % rounds == r
+        Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
+        m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
+        s = m.decision_function(X[held])
+        known_scores.append(s.max(axis=1))
+        if u_fold is not None:
+            unknown_scores.append(m.score_samples(X_unknown[u_fold == r]))
+    return np.concatenate(known_scores), (np.concatenate(unknown_scores) if unknown_scores else None)
+
+
+# ---------------------------------------------------------------- tune
+def tune(
+    source: str | Path,
+    workspace: Workspace | None = None,
+    shots: int | None = 5,
+    backbone: str = DEFAULT_BACKBONE,
+    method: str = DEFAULT_METHOD,
+    unknown_dir: str | Path | None = None,
+    synthetic: str | Path | None = None,
+    seed: int = 0,
+    target_far: float = DEFAULT_TARGET_FAR,
+    model_name: str = DEFAULT_MODEL,
+    backbone_source: str | Path | None = None,
+    progress: Progress = None,
+    min_speech_s: float = 0.5,
+) -> TuneReport:
+    """Enroll (reusing cached embeddings), fit the backend, calibrate, and save a new model version."""
+    from srpl_cli.backends import backend_class
+    from srpl_cli.datasets import collect_audio
+
+    backend_class(method)  # fail on a bad --method before any audio work
+    check_name(model_name, "model name")
+    ws = (workspace or Workspace()).ensure()
+    bb = load_backbone(backbone, backbone_source)
+    report, X_by, used = enroll(
+        source, ws, backbone, shots, backbone_source, progress, min_speech_s, _backbone=bb
+    )
+    if len(X_by) < 2:
+        raise DataError(f"{source}: need at least 2 speakers with usable clips, got {len(X_by)}")
+    names = sorted(X_by)
+    X = np.concatenate([X_by[s] for s in names])
+    y = np.concatenate([[s] * len(X_by[s]) for s in names])
+    unknown_parts: list[np.ndarray] = []
+    sources: dict[str, Any] = {}
+    if synthetic is not None:
+        from srpl_cli.synthesis.run import read_synthetic
+
+        known_syn, unknown_syn = read_synthetic(Path(synthetic))
+        extra_paths = [p for s in names for p in known_syn.get(s, [])]
+        if extra_paths:
+            res = embed_clips(extra_paths, bb, ws, None, min_speech_s)
+            spk_of = {str(p): s for s in names for p in known_syn.get(s, [])}
+            X = np.concatenate([X, res.embeddings])
+            y = np.concatenate([y, [spk_of[str(p)] for p in res.paths_ok]])
+        if unknown_syn:
+            res = embed_clips(unknown_syn, bb, ws, None, min_speech_s)
+            unknown_parts.append(res.embeddings)
+        sources["synthetic"] = {"dir": str(synthetic), "known": len(extra_paths), "unknown": len(unknown_syn)}
+    if unknown_dir is not None:
+        res = embed_clips(collect_audio([unknown_dir]), bb, ws, None, min_speech_s)
+        if len(res.paths_ok) == 0:
+            raise DataError(f"{unknown_dir}: no usable unknown-speaker clip")
+        unknown_parts.append(res.embeddings)
+        sources["unknown_dir"] = {"dir": str(unknown_dir), "clips": len(res.paths_ok)}
+    X_unknown = np.concatenate(unknown_parts) if unknown_parts else None
+    model, calibration = fit_backend(method, X, y, X_unknown, seed, target_far)
+    tune_info = {
+        "method": method,
+        "backbone": bb.name,
+        "backbone_id": bb.identifier,
+        "backbone_source": str(backbone_source) if backbone_source else None,
+        "speakers": names,
+        "shots": shots,
+        "clips": {s: [str(p) for p in used[s]] for s in names},
+        "n_enroll": int(len(X)),
+        "n_unknown": int(0 if X_unknown is None else len(X_unknown)),
+        "unknown_sources": sources,
+        "seed": seed,
+        "calibration": calibration,
+        "source": str(source),
+        "srpl_version": __version__,
+    }
+    with ws.lock():
+        with ws.building("model") as build:
+            model.save(build, metadata={"backbone": bb.name, "backbone_id": bb.identifier})
+            (build / "tune.json").write_text(json.dumps(tune_info, indent=2))
+            mv = ws.commit_model(build, model_name)
+    return TuneReport(
+        model_name,
+        mv.version,
+        method,
+        bb.name,
+        names,
+        shots or 0,
+        tune_info["n_unknown"],
+        float(model.threshold_),
+        calibration,
+        report,
+        str(mv.path),
+    )
+
+
+# ---------------------------------------------------------------- identify
+def load_model(
+    workspace: Workspace | None = None, model_name: str = DEFAULT_MODEL, version: str | None = None
+):
+    """(backend, tune info, ModelVersion) of the model in use."""
+    from srpl_cli.backends import load_backend
+
+    ws = workspace or Workspace()
+    mv = ws.current_model(model_name, version)
+    try:
+        info = mv.tune_info
+    except (OSError, ValueError):
+        raise StateError(f"model {mv.path} is incomplete (no tune.json); tune again") from None
+    return load_backend(mv.path), info, mv
+
+
+def identify(
+    clips: Sequence[str | Path],
+    workspace: Workspace | None = None,
+    model_name: str = DEFAULT_MODEL,
+    top_k: int = 3,
+    backbone_source: str | Path | None = None,
+    threshold: float | None = None,
+    progress: Progress = None,
+    min_speech_s: float = 0.5,
+) -> list[Identification]:
+    """Who speaks in each clip: a speaker of the tuned model, or None (unknown)."""
+    from srpl_cli.datasets import collect_audio
+
+    ws = workspace or Workspace()
+    backend, info, _ = load_model(ws, model_name)
+    paths = collect_audio(list(clips))
+    source = backbone_source or info.get("backbone_source")
+    bb = load_backbone(info["backbone"], source)
+    if bb.identifier != info.get("backbone_id"):
+        log.warning(
+            "backbone weights differ from those the model was tuned with (%s vs %s): scores may be off",
+            bb.identifier,
+            info.get("backbone_id"),
+        )
+    res = embed_clips(paths, bb, ws, progress, min_speech_s)
+    thr = float(backend.threshold_ if threshold is None else threshold)
+    names = [str(c) for c in backend.classes_]
+    by_path: dict[str, Identification] = {}
+    if len(res.paths_ok):
+        S = backend.decision_function(res.embeddings)
+        for p, row in zip(res.paths_ok, S, strict=True):
+            order = np.argsort(-row)
+            best = int(order[0])
+            score = float(row[best])
+            by_path[str(p)] = Identification(
+                path=str(p),
+                speaker=names[best] if score >= thr else None,
+                score=score,
+                scores={n: float(v) for n, v in zip(names, row, strict=True)},
+                top=[(names[i], float(row[i])) for i in order[: max(1, top_k)]],
+            )
+    for p, reason in res.problems:
+        by_path[str(p)] = Identification(str(p), None, None, {}, [], error=reason)
+    return [by_path[str(p)] for p in paths]
+
+
+# ---------------------------------------------------------------- workspace info
+def list_models(workspace: Workspace | None = None) -> list[dict[str, Any]]:
+    ws = workspace or Workspace()
+    out = []
+    if not ws.models_dir.is_dir():
+        return out
+    for d in sorted(p for p in ws.models_dir.iterdir() if p.is_dir()):
+        try:
+            mv = ws.current_model(d.name)
+            info = mv.tune_info
+        except (StateError, OSError, ValueError):
+            continue
+        out.append(
+            {
+                "name": d.name,
+                "version": mv.version,
+                "versions": ws.model_versions(d.name),
+                **{k: info.get(k) for k in ("method", "backbone", "speakers", "shots")},
+            }
+        )
+    return out

@@ -1,0 +1,230 @@
+"""Few-shot open-set evaluation protocols: random paired splits and paired method comparisons.
+
+A single split proves nothing (seed noise alone moves OSCR by 2-3 points), so every accuracy claim is
+made over F random folds: each fold picks K known speakers and N enrollment clips of each; the rest of
+their clips are known test samples and every clip of every other speaker is an unknown test sample.
+Every method sees the same folds, so differences are paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from srpl_cli.errors import DataError
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Index arrays into one data set (scikit-learn splitter style)."""
+
+    index: int
+    known: np.ndarray  # speaker ids known in this fold
+    enroll: np.ndarray  # indices of enrollment clips
+    test_known: np.ndarray  # indices of the known speakers' other clips
+    test_unknown: np.ndarray  # indices of every clip of a speaker who is not known
+
+
+def few_shot_folds(
+    y: Sequence[Any],
+    n_known: int | None,
+    n_shots: int,
+    n_folds: int = 10,
+    seed: int = 0,
+    known_pool: Sequence[Any] | None = None,
+    enroll_mask: np.ndarray | None = None,
+    never_known: np.ndarray | None = None,
+) -> list[Fold]:
+    """Draw ``n_folds`` random few-shot splits.
+
+    y : (n,) speaker label of every clip.
+    n_known : speakers known per fold (None: every speaker of ``known_pool``).
+    known_pool : speakers that may be known (default: all that have enough clips).
+    enroll_mask : (n,) clips allowed as enrollment (e.g. neutral speech only); all by default.
+    never_known : (n,) clips that are always unknown test samples (e.g. a pool of "other people").
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if n_shots < 1:
+        raise DataError("--shots must be at least 1")
+    if n_folds < 1:
+        raise DataError("--folds must be at least 1")
+    enroll_mask = np.ones(n, bool) if enroll_mask is None else np.asarray(enroll_mask, bool)
+    never_known = np.zeros(n, bool) if never_known is None else np.asarray(never_known, bool)
+    speakers = np.unique(y[~never_known])
+    pool = np.asarray(sorted(set(known_pool))) if known_pool is not None else speakers
+    missing = set(pool.tolist()) - set(speakers.tolist())
+    if missing:
+        raise DataError(f"known speakers not found in the data: {sorted(missing)[:10]}")
+    # a known speaker needs n_shots enrollment clips and at least one clip left to test
+    eligible = [s for s in pool if (enroll_mask & (y == s)).sum() >= n_shots and (y == s).sum() > n_shots]
+    if n_known is None:
+        n_known = len(pool)
+        if len(eligible) < len(pool):
+            short = sorted(set(pool.tolist()) - set(eligible))
+            raise DataError(
+                f"speakers {short[:10]} have fewer than {n_shots + 1} usable clips for {n_shots} shots"
+            )
+    if n_known < 2:
+        raise DataError("need at least 2 known speakers per fold")
+    if len(eligible) < n_known:
+        raise DataError(
+            f"only {len(eligible)} speakers have more than {n_shots} clips; cannot pick {n_known} known speakers"
+        )
+    rng = np.random.default_rng(seed)
+    folds = []
+    for f in range(n_folds):
+        known = np.sort(rng.choice(np.asarray(eligible), size=n_known, replace=False))
+        enroll = []
+        for s in known:
+            cand = np.flatnonzero(enroll_mask & (y == s))
+            enroll.append(np.sort(rng.choice(cand, size=n_shots, replace=False)))
+        enroll_idx = np.concatenate(enroll)
+        is_known = np.isin(y, known) & ~never_known
+        test_known = np.setdiff1d(np.flatnonzero(is_known), enroll_idx)
+        test_unknown = np.flatnonzero(~is_known)
+        if len(test_unknown) == 0:
+            raise DataError("no unknown test clips: every speaker is known in this protocol")
+        folds.append(Fold(f, known, enroll_idx, test_known, test_unknown))
+    return folds
+
+
+def first_n_split(y: np.ndarray, order: np.ndarray, known: Sequence[Any], n_shots: int) -> Fold:
+    """The reference scripts' split when there is no emb_train: enroll the first N files (numeric order)
+    of each known speaker, test on the rest of theirs plus every other speaker."""
+    y = np.asarray(y)
+    known = np.asarray(sorted(known))
+    enroll = []
+    for s in known:
+        idx = np.flatnonzero(y == s)
+        if len(idx) <= n_shots:
+            raise DataError(f"speaker {s} has {len(idx)} clips; need more than {n_shots} for {n_shots} shots")
+        enroll.append(idx[np.argsort(order[idx], kind="stable")][:n_shots])
+    enroll_idx = np.sort(np.concatenate(enroll))
+    is_known = np.isin(y, known)
+    return Fold(
+        0, known, enroll_idx, np.setdiff1d(np.flatnonzero(is_known), enroll_idx), np.flatnonzero(~is_known)
+    )
+
+
+# ---- results ----
+@dataclass
+class MethodResult:
+    """One method on one fold: its metrics (fractions) and what a plot needs."""
+
+    metrics: dict[str, float]
+    known_scores: np.ndarray | None = None
+    unknown_scores: np.ndarray | None = None
+    curve: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class FoldsReport:
+    """Per-method metrics over folds, and paired comparisons against a baseline (cosine)."""
+
+    methods: list[str]
+    folds: list[dict[str, MethodResult]] = field(default_factory=list)
+    baseline: str = "cosine"
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def values(self, method: str, metric: str) -> np.ndarray:
+        return np.array([f[method].metrics[metric] for f in self.folds], dtype=float)
+
+    def metric_names(self) -> list[str]:
+        return list(self.folds[0][self.methods[0]].metrics) if self.folds else []
+
+    def summary(self, percent: bool = True) -> dict[str, Any]:
+        """``{method: {metric: {mean, std}, 'vs_<baseline>': {mean, std, wins, folds}}}``."""
+        out: dict[str, Any] = {}
+        for m in self.methods:
+            entry: dict[str, Any] = {}
+            for metric in self.metric_names():
+                v = self.values(m, metric) * (100.0 if percent and metric != "min_dcf" else 1.0)
+                entry[metric] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+            if self.baseline in self.methods and m != self.baseline:
+                entry[f"oscr_vs_{self.baseline}"] = self.paired("oscr", m, percent)
+                entry[f"acc_vs_{self.baseline}"] = self.paired("acc", m, percent)
+            out[m] = entry
+        return out
+
+    def paired(self, metric: str, method: str, percent: bool = True) -> dict[str, float]:
+        scale = 100.0 if percent else 1.0
+        d = (self.values(method, metric) - self.values(self.baseline, metric)) * scale
+        return {
+            "mean": float(d.mean()),
+            "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "wins": int((d > 0).sum()),
+            "folds": len(d),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "folds": len(self.folds),
+            "summary": self.summary(),
+            "per_fold": [{m: r.metrics for m, r in f.items()} for f in self.folds],
+        }
+
+
+#: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold) -> fitted OpenSetClassifier
+FitFn = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", int, Fold], Any]
+
+
+def score_method(
+    model: Any, X_known: np.ndarray, y_known: np.ndarray, X_unknown: np.ndarray, keep_scores: bool
+) -> MethodResult:
+    """Metrics of a fitted backend on known and unknown test embeddings."""
+    from srpl_cli.metrics import open_set_report, oscr_curve
+
+    classes = list(model.classes_)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for c in y_known])
+    known_logits = model.decision_function(X_known)
+    unknown_logits = model.decision_function(X_unknown)
+    report = open_set_report(known_logits, labels, unknown_logits)
+    metrics = {k: float(v) for k, v in report.to_dict(percent=False).items()}
+    # what a user of `identify` gets at the model's own threshold
+    thr = model.threshold_
+    metrics["far"] = float((unknown_logits.max(1) >= thr).mean())
+    metrics["frr"] = float((known_logits.max(1) < thr).mean())
+    result = MethodResult(metrics)
+    if keep_scores:
+        result.known_scores = known_logits.max(1)
+        result.unknown_scores = unknown_logits.max(1)
+        fpr, ccr, _ = oscr_curve(known_logits, labels, unknown_logits)
+        result.curve = (fpr, ccr)
+    return result
+
+
+def evaluate_folds(
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    methods: Sequence[str],
+    fit: FitFn,
+    seed: int = 0,
+    unknown_train: Callable[[Fold], np.ndarray | None] | None = None,
+    keep_scores: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    protocol: dict[str, Any] | None = None,
+) -> FoldsReport:
+    """Fit every method on every fold's enrollment and score its test clips (paired by fold)."""
+    report = FoldsReport(list(methods), protocol=protocol or {})
+    total = len(folds) * len(methods)
+    done = 0
+    for fold in folds:
+        X_unknown = unknown_train(fold) if unknown_train is not None else None
+        per_method: dict[str, MethodResult] = {}
+        for m in methods:
+            model = fit(m, X[fold.enroll], y[fold.enroll], X_unknown, seed + fold.index, fold)
+            per_method[m] = score_method(
+                model, X[fold.test_known], y[fold.test_known], X[fold.test_unknown], keep_scores
+            )
+            done += 1
+            if progress:
+                progress(done, total)
+        report.folds.append(per_method)
+    return report

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from srpl_cli.errors import DataError, StateError, WorkspaceError
+from srpl_cli.workspace import SCHEMA_VERSION, Workspace, default_root
+
+
+def test_default_root_follows_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("SRPL_WORKSPACE", raising=False)
+    monkeypatch.setenv("SRPL_HOME", str(tmp_path / "h"))
+    assert default_root() == tmp_path / "h"
+    monkeypatch.setenv("SRPL_WORKSPACE", str(tmp_path / "w"))
+    assert default_root() == tmp_path / "w"
+    monkeypatch.delenv("SRPL_WORKSPACE")
+    monkeypatch.delenv("SRPL_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_root() == tmp_path / "x" / "srpl"
+
+
+def test_creating_object_touches_nothing(tmp_path):
+    Workspace(tmp_path / "ws")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_manifest_schema(tmp_path):
+    ws = Workspace(tmp_path).ensure()
+    info = json.loads((tmp_path / "manifest.json").read_text())
+    assert info["schema_version"] == SCHEMA_VERSION
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(WorkspaceError, match="newer"):
+        ws.ensure()
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(WorkspaceError, match="not a valid"):
+        ws.ensure()
+
+
+def test_profiles_round_trip_and_replace(tmp_path):
+    ws = Workspace(tmp_path)
+    with ws.lock():
+        ws.save_profile("dvector", "alice", np.ones((3, 4)), {"clips": ["a", "b", "c"]})
+        ws.save_profile("dvector", "bob", np.zeros((2, 4)), {"clips": ["d", "e"]})
+        ws.save_profile("dvector", "alice", np.full((2, 4), 2.0), {"clips": ["x", "y"]})
+    profiles = ws.load_profiles("dvector")
+    assert sorted(profiles) == ["alice", "bob"]
+    X, info = profiles["alice"]
+    assert X.shape == (2, 4) and X.dtype == np.float32 and info["clips"] == ["x", "y"]
+    assert ws.profile_backbones() == ["dvector"]
+    assert not any(ws.tmp_dir.iterdir())
+    assert not [p for p in (tmp_path / "profiles" / "dvector").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "", "x" * 200])
+def test_unsafe_names_refused(tmp_path, name):
+    ws = Workspace(tmp_path)
+    with pytest.raises(DataError, match="invalid"):
+        ws.profile_dir("dvector", name)
+
+
+def test_model_versions_and_current(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(StateError, match="no tuned model") as exc:
+        ws.current_model()
+    assert "srpl tune" in exc.value.hint
+    with ws.lock():
+        for i in range(2):
+            with ws.building("model") as build:
+                (build / "meta.json").write_text(json.dumps({"i": i}))
+                mv = ws.commit_model(build)
+    assert mv.version == "v0002"
+    assert ws.model_versions() == ["v0001", "v0002"]
+    assert ws.current_model().version == "v0002"
+    with ws.lock():
+        ws.set_current("default", "v0001")
+    assert ws.current_model().version == "v0001"
+    with pytest.raises(StateError):
+        ws.current_model(version="v0009")
+
+
+def test_failed_build_leaves_no_debris_and_keeps_current(tmp_path):
+    ws = Workspace(tmp_path)
+    with ws.lock():
+        with ws.building("model") as build:
+            (build / "meta.json").write_text("{}")
+            ws.commit_model(build)
+    with pytest.raises(RuntimeError):
+        with ws.lock():
+            with ws.building("model") as build:
+                (build / "meta.json").write_text("{}")
+                raise RuntimeError("killed mid-way")
+    assert ws.current_model().version == "v0001"
+    assert not any(ws.tmp_dir.iterdir())
+
+
+def test_stale_tmp_from_dead_process_is_cleaned(tmp_path):
+    ws = Workspace(tmp_path).ensure()
+    # a pid that cannot be alive: build dirs are named <pid>-<label>-<uuid>
+    dead = ws.tmp_dir / f"{2**22 + 12345}-model-deadbeef"
+    dead.mkdir()
+    live = ws.tmp_dir / f"{os.getpid()}-model-cafecafe"
+    live.mkdir()
+    with ws.lock():
+        pass
+    assert not dead.exists() and live.exists()
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path):
+    from filelock import FileLock
+
+    ws = Workspace(tmp_path, lock_timeout=0.2).ensure()
+    holder = FileLock(str(tmp_path / ".lock"))
+    holder.acquire()
+    try:
+        with pytest.raises(WorkspaceError, match="busy"):
+            with ws.lock():
+                pass
+    finally:
+        holder.release()
+
+
+def test_dataset_registry(tmp_path):
+    ws = Workspace(tmp_path)
+    assert ws.datasets() == {}
+    with ws.lock():
+        ws.register_datasets({"a": {"path": "/x"}})
+        ws.register_datasets({"b": {"path": "/y"}})
+    assert sorted(ws.datasets()) == ["a", "b"]
