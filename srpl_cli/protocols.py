@@ -187,9 +187,10 @@ def score_method(
     report = open_set_report(known_logits, labels, unknown_logits)
     metrics = {k: float(v) for k, v in report.to_dict(percent=False).items()}
     # what a user of `identify` gets at the model's own threshold
-    thr = model.threshold_
-    metrics["far"] = float((unknown_logits.max(1) >= thr).mean())
-    metrics["frr"] = float((known_logits.max(1) < thr).mean())
+    thr = float(getattr(model, "threshold_", float("nan")))
+    if np.isfinite(thr):  # a released checkpoint has no calibrated threshold
+        metrics["far"] = float((unknown_logits.max(1) >= thr).mean())
+        metrics["frr"] = float((known_logits.max(1) < thr).mean())
     result = MethodResult(metrics)
     if keep_scores:
         result.known_scores = known_logits.max(1)

@@ -1,0 +1,126 @@
+"""The `srpl` command itself: help, version, lazy imports, one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from srpl_cli._version import __version__
+from srpl_cli.cli import app
+
+COMMANDS = ["download", "synthesize", "enroll", "tune", "identify", "evaluate"]
+
+
+def srpl(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real installed command."""
+    return subprocess.run(
+        [sys.executable, "-m", "srpl_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SRPL_NO_PROGRESS": "1", "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_version():
+    r = srpl("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"srpl {__version__}"
+
+
+def test_help_lists_every_command():
+    r = srpl("--help")
+    assert r.returncode == 0
+    for c in COMMANDS:
+        assert c in r.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_an_example(command):
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "Example" in r.output and f"srpl {command}" in r.output
+
+
+def test_cli_import_is_light():
+    code = "import sys, srpl_cli.cli; heavy = [m for m in ('torch', 'torchaudio', 'transformers', 'modelscope', 'matplotlib') if m in sys.modules]; print(heavy)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]"
+
+
+def test_usage_error_is_one_line(tmp_path):
+    r = srpl("evaluate", "--data", str(tmp_path), "--dataset", "x")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: give exactly one of --data DIR or --dataset NAME"
+    assert "Traceback" not in r.stderr
+
+
+def test_identify_without_model_says_what_to_do(tmp_path):
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"")
+    r = srpl("identify", str(clip), "--workspace", str(tmp_path / "ws"))
+    assert r.returncode == 4
+    assert "no tuned model" in r.stderr and "srpl tune" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_enroll_dir(tmp_path):
+    r = srpl("enroll", str(tmp_path / "nope"), "--backbone", "dvector", "--workspace", str(tmp_path / "ws"))
+    assert r.returncode == 3 and "no such directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_method_and_backbone(tmp_path):
+    r = srpl("tune", str(tmp_path), "--method", "magic", "--workspace", str(tmp_path / "ws"))
+    assert r.returncode == 2 and "unknown method 'magic'" in r.stderr
+    r = srpl("enroll", str(tmp_path), "--backbone", "nope", "--workspace", str(tmp_path / "ws"))
+    assert "Traceback" not in r.stderr and r.returncode in (2, 3)
+
+
+def _embedding_dataset(root, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(30, dim))
+    for split, speakers, n in (("emb_train", range(5), 6), ("emb_test", list(range(5)) + list(range(20, 25)), 10),
+                               ("emb_train_unknown_control", range(25, 28), 5)):
+        for s in speakers:
+            d = root / split / str(s)
+            d.mkdir(parents=True)
+            for i in range(n):
+                np.save(d / f"{i}.npy", (centers[s] + 0.6 * rng.normal(size=dim)).astype(np.float32)[None])
+
+
+def test_evaluate_fixed_split_json(tmp_path):
+    _embedding_dataset(tmp_path / "ds")
+    r = srpl("evaluate", "--data", str(tmp_path / "ds"), "--method", "cosine", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("acc", "auroc", "oscr", "oscr_legacy", "eer", "min_dcf"):
+        assert key in out
+    assert out["acc"] > 90 and out["oscr"] > 80 and 0 <= out["min_dcf"] <= 1
+
+
+def test_evaluate_folds_json_and_table(tmp_path):
+    _embedding_dataset(tmp_path / "ds")
+    args = ["evaluate", "--data", str(tmp_path / "ds"), "--folds", "4", "--known", "0-4", "--shots", "3",
+            "--method", "cosine", "--no-calibrate"]
+    r = srpl(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["folds"] == 4 and "cosine" in report["summary"]
+    assert len(report["per_fold"]) == 4
+    r = srpl(*args)
+    assert r.returncode == 0 and "± " in r.stdout and "cosine" in r.stdout
+
+
+def test_evaluate_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    _embedding_dataset(tmp_path / "ds")
+    r = srpl("evaluate", "--data", str(tmp_path / "ds"), "--method", "cosine", "--plot", str(tmp_path / "plots"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "plots" / "oscr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "plots" / "scores_cosine.png").is_file()

@@ -1,0 +1,161 @@
+"""End to end through the real `srpl` command on real speech (d-vector backbone, fully offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import shared_path
+
+
+def srpl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "srpl_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SRPL_NO_PROGRESS": "1", "COLUMNS": "200"},
+    )
+
+
+def identify_json(ws: Path, *clips) -> list[dict]:
+    r = srpl("identify", *clips, "--json", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def libri_model(tmp_path_factory):
+    """`srpl tune` on librispeech-mini speakers (first 5 clips of each, by name) with d-vectors."""
+    speakers = shared_path("librispeech-mini", "speakers")
+    ws = tmp_path_factory.mktemp("ws")
+    r = srpl("tune", speakers, "--shots", "5", "--backbone", "dvector", "--workspace", ws, "--json")
+    assert r.returncode == 0, r.stderr
+    return speakers, ws, json.loads(r.stdout)
+
+
+def test_tune_then_identify_librispeech(libri_model):
+    speakers, ws, report = libri_model
+    assert report["shots"] == 5 and len(report["speakers"]) == 10 and report["version"] == "v0001"
+    held = {p: p.parent.name for d in sorted(speakers.iterdir()) for p in sorted(d.glob("*.flac"))[5:]}
+    results = identify_json(ws, *held)
+    assert [r["path"] for r in results] == [str(p) for p in held]  # paths as given, in order
+    right = np.mean([r["speaker"] == held[Path(r["path"])] for r in results])
+    assert set(results[0]["scores"]) == set(report["speakers"])
+    others = identify_json(ws, speakers.parent / "others")
+    rejected = np.mean([r["speaker"] is None for r in others])
+    print(f"held-back clips right: {right:.1%}, others rejected: {rejected:.1%}")
+    assert right >= 0.95
+    assert rejected >= 0.90
+
+
+def test_identify_table_and_top_k(libri_model):
+    speakers, ws, _ = libri_model
+    clip = sorted(sorted(speakers.iterdir())[0].glob("*.flac"))[-1]
+    r = srpl("identify", clip, "--top-k", "3", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    assert clip.parent.name in r.stdout
+    res = identify_json(ws, clip)[0]
+    assert res["score"] == max(res["scores"].values())
+
+
+def test_bad_clips_are_reported_and_skipped(libri_model, tmp_path):
+    speakers, ws, _ = libri_model
+    good = sorted(sorted(speakers.iterdir())[1].glob("*.flac"))[-1]
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00garbage")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    r = srpl("identify", good, corrupt, silent, tmp_path / "missing.wav", "--json", "--workspace", ws)
+    assert r.returncode == 0  # something usable remained
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert lines[0]["speaker"] == good.parent.name
+    assert all("error" in x and x["speaker"] is None for x in lines[1:])
+    assert "corrupt.wav" in r.stderr and "silent.wav" in r.stderr and "Traceback" not in r.stderr
+    r = srpl("identify", corrupt, "--workspace", ws)
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+
+
+def test_enroll_reports_quality(tmp_path):
+    speakers = shared_path("librispeech-mini", "speakers")
+    enroll = tmp_path / "enroll"
+    for d in sorted(speakers.iterdir())[:3]:
+        (enroll / d.name).mkdir(parents=True)
+        for p in sorted(d.glob("*.flac"))[:3]:
+            (enroll / d.name / p.name).symlink_to(p)
+    (enroll / "ghost").mkdir()
+    sf.write(enroll / "ghost" / "quiet.wav", np.zeros(16000, np.float32), 16000)
+    r = srpl("enroll", enroll, "--backbone", "dvector", "--workspace", tmp_path / "ws", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    used = {s["speaker"]: s["clips_used"] for s in report["speakers"]}
+    assert used == {**{d.name: 3 for d in sorted(speakers.iterdir())[:3]}, "ghost": 0}
+    assert any("quiet.wav" in p["path"] for p in report["problems"])
+
+
+def test_too_few_speakers_is_a_clear_error(tmp_path):
+    speakers = shared_path("librispeech-mini", "speakers")
+    d = sorted(speakers.iterdir())[0]
+    (tmp_path / "e" / d.name).mkdir(parents=True)
+    for p in sorted(d.glob("*.flac"))[:3]:
+        (tmp_path / "e" / d.name / p.name).symlink_to(p)
+    r = srpl("tune", tmp_path / "e", "--backbone", "dvector", "--workspace", tmp_path / "ws")
+    assert r.returncode == 3 and "at least 2 speakers" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_killed_tune_leaves_previous_model_usable(libri_model, tmp_path):
+    """SIGKILL a second tune at several moments: the model in use is always a complete version."""
+    speakers, ws, _ = libri_model
+    clip = sorted(sorted(speakers.iterdir())[2].glob("*.flac"))[-1]
+    before = identify_json(ws, clip)[0]
+    for delay in (0.5, 1.5, 3.0):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "srpl_cli", "tune", str(speakers), "--shots", "4", "--backbone", "dvector",
+             "--workspace", str(ws), "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        current = (ws / "models" / "default" / "CURRENT").read_text().strip()
+        assert (ws / "models" / "default" / current / "meta.json").is_file()
+        after = identify_json(ws, clip)[0]
+        assert after["speaker"] == before["speaker"] == clip.parent.name
+    # the next writer cleans the debris of the killed ones
+    r = srpl("tune", speakers, "--shots", "5", "--backbone", "dvector", "--workspace", ws, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert not any((ws / "tmp").iterdir())
+
+
+def test_emodb_flow(tmp_path):
+    """The same flow on acted German emotional speech: neutral enrollment, any emotion to identify."""
+    emodb = shared_path("emodb")
+    speakers = sorted(emodb.iterdir())
+    known, unknown = speakers[:5], speakers[5:]
+    enroll = tmp_path / "enroll"
+    held = {}
+    for d in known:
+        (enroll / d.name).mkdir(parents=True)
+        neutral = sorted(d.glob("?????N?.flac"))
+        for p in neutral[:5]:
+            (enroll / d.name / p.name).symlink_to(p)
+        held.update({p: d.name for p in sorted(d.glob("*.flac")) if p not in neutral[:5]})
+    ws = tmp_path / "ws"
+    r = srpl("tune", enroll, "--shots", "5", "--backbone", "dvector", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    res = identify_json(ws, *held)
+    right = np.mean([x["speaker"] == held[Path(x["path"])] for x in res])
+    others = identify_json(ws, *unknown)
+    rejected = np.mean([x["speaker"] is None for x in others])
+    print(f"emodb: known clips right {right:.1%}, unknown speakers rejected {rejected:.1%}")
+    # acted emotions from 5 neutral clips is hard for any d-vector system: a sanity floor, not a target
+    assert right > 0.5 and rejected > 0.3
