@@ -224,9 +224,8 @@ def fit_backend(
     samples, the threshold accepts at most ``target_far`` of the held-out unknowns' scores; without,
     it rejects at most ``target_frr`` of the held-out enrollment clips.
     """
-    from srpl_cli.backends.calibration import threshold_at_far, threshold_at_frr
-
     from srpl_cli.backends import backend_class, get_backend
+    from srpl_cli.backends.calibration import threshold_at_far, threshold_at_frr
 
     cls = backend_class(method)
     kwargs = dict(params or {})
@@ -472,3 +471,60 @@ def list_models(workspace: Workspace | None = None) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# ---------------------------------------------------------------- synthesize
+def synthesize(
+    source: str | Path,
+    out_dir: str | Path,
+    engine: str = "perturb",
+    variants: int = 6,
+    unknown_speakers: int = 8,
+    shots: int | None = None,
+    unknown_dir: str | Path | None = None,
+    keep_known: int = 3,
+    keep_unknown: int = 12,
+    max_similarity: float = 0.3,
+    select: bool = True,
+    tts_model: str | Path | None = None,
+    sentences: str | Path | None = None,
+    seed: int = 0,
+    backbone: str = DEFAULT_BACKBONE,
+    backbone_source: str | Path | None = None,
+    progress: Progress = None,
+) -> Any:
+    """Speaker variants and unknown voices from ``source`` into ``out_dir`` (see srpl_cli.synthesis.run)."""
+    from srpl_cli.datasets import read_speaker_folders
+    from srpl_cli.synthesis.run import synthesize as run_synthesis
+    from srpl_cli.synthesis.select import SelectionParams
+
+    if shots is not None and shots < 1:
+        raise UsageError("--shots must be at least 1")
+    speakers = read_speaker_folders(source)
+    if shots is not None:
+        speakers = {s: clips[:shots] for s, clips in speakers.items()}
+    params = SelectionParams(keep_known, max_similarity, keep_unknown) if select else None
+    bb = load_backbone(backbone, backbone_source) if select else None
+    tts_engine = None
+    lines = None
+    if engine == "tts":
+        from srpl_cli.synthesis.tts import SpeechT5Engine, load_sentences
+
+        tts_engine = SpeechT5Engine.load(tts_model)
+        lines = load_sentences(sentences)
+    elif tts_model is not None or sentences is not None:
+        raise UsageError("--tts-model and --sentences only apply to --engine tts")
+    return run_synthesis(
+        speakers,
+        out_dir,
+        engine=engine,
+        variants=variants,
+        unknown_speakers=unknown_speakers,
+        seed=seed,
+        backbone=bb,
+        select=params,
+        unknown_dir=unknown_dir,
+        progress=progress,
+        tts_engine=tts_engine,
+        sentences=lines,
+    )

@@ -33,3 +33,4 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("MODELSCOPE_CACHE", str(home / "modelscope"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("SRPL_OFFLINE", "1")
+    monkeypatch.delenv("SRPL_WORKSPACE", raising=False)

@@ -63,7 +63,7 @@ def render_enrollment(report) -> None:
     table = Table(title=f"enrolled with {report.backbone} ({report.workspace})")
     table.add_column("speaker")
     table.add_column("clips used", justify="right")
-    table.add_column("speech (s)", justify="right")
+    table.add_column("audio (s)", justify="right")
     table.add_column("quality warnings")
     for s in report.speakers:
         used = f"{s.clips_used}/{s.clips_found}"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
+from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt
 
 HELP = """Create voice variants of enrolled speakers and unknown voices for SRPL+ training.
 
@@ -77,7 +77,6 @@ def synthesize(
     seed: SeedOpt = 0,
     backbone: BackboneOpt = "eres2netv2",
     backbone_path: BackboneSourceOpt = None,
-    workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -102,11 +101,22 @@ def synthesize(
             seed=seed,
             backbone=backbone,
             backbone_source=backbone_path,
-            workspace=workspace,
             progress=progress,
         )
     data = report.to_dict()
     if json_:
         print_json(data)
-    else:
-        out.print(data.get("summary", data), highlight=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{data['engine']} synthesis (seed {data['seed']}) -> {data['out_dir']}")
+    for col in ("role", "kept", "dropped by selection"):
+        table.add_column(col, justify="left" if col == "role" else "right")
+    table.add_row("speaker variants", str(data["known_kept"]), str(data["known_dropped"]))
+    table.add_row("synthetic unknown clips", str(data["unknown_kept"]), str(data["unknown_dropped"]))
+    table.add_row("real unknown clips", str(data["real_unknown"]), "-")
+    out.print(table)
+    if data["unknown_kept"] == 0 and data["unknown_dropped"] > 0:
+        from srpl_cli.cli._output import warn
+
+        warn("every synthetic unknown was dropped by --max-similarity; raise it or use --no-select")
