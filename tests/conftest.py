@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+# one intra-op thread: tests use tiny tensors, and extra threads only fight over the CPU
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - torch is a dependency; keep collection alive without it
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SRPL_SHARED_DATA", REPO.parent / "shared" / "data"))
 

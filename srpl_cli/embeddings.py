@@ -1,0 +1,211 @@
+"""Batch extraction of clip embeddings with a content-addressed cache: no clip is ever embedded twice.
+
+The cache key is the sha256 of the file's bytes + the backbone's identifier (weights) + the audio
+decoding version, so renaming or moving a clip keeps its embedding and changing the model or the decoder
+invalidates it. Entries are written atomically; a corrupt entry reads as missing and is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from srpl_cli._io import atomic_write_bytes
+from srpl_cli.audio import AUDIO_PARAMS_VERSION, AudioQuality, validate
+from srpl_cli.backbones.base import Backbone
+from srpl_cli.errors import AudioError
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings (and the clip's quality figures) on disk, under ``root/<backbone>/<hash[:2]>/<hash>.npy``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, backbone_id: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id).strip("_") or "backbone"
+        return self.root / f"{safe}__audio-v{AUDIO_PARAMS_VERSION}"
+
+    def path(self, content_hash: str, backbone_id: str) -> Path:
+        return self._dir(backbone_id) / content_hash[:2] / f"{content_hash}.npy"
+
+    def get(
+        self, content_hash: str, backbone_id: str, dim: int | None = None
+    ) -> tuple[np.ndarray, AudioQuality] | None:
+        """The cached (embedding, quality), or ``None`` when absent or unreadable."""
+        npy = self.path(content_hash, backbone_id)
+        if not npy.is_file():
+            return None
+        try:
+            emb = np.load(npy, allow_pickle=False)
+            meta = json.loads(npy.with_suffix(".json").read_text(encoding="utf-8"))
+            quality = AudioQuality(**{**meta, "warnings": tuple(meta.get("warnings", ()))})
+        except (OSError, ValueError, TypeError, EOFError) as exc:
+            logger.warning("ignoring corrupt cache entry %s (%s)", npy, exc)
+            return None
+        if emb.ndim != 1 or emb.dtype != np.float32 or not np.isfinite(emb).all():
+            logger.warning("ignoring corrupt cache entry %s (bad array)", npy)
+            return None
+        if dim is not None and emb.shape[0] != dim:
+            return None
+        return emb, quality
+
+    def put(self, content_hash: str, backbone_id: str, embedding: np.ndarray, quality: AudioQuality) -> Path:
+        """Store one entry: the quality JSON first, then the array (whose presence marks the entry)."""
+        npy = self.path(content_hash, backbone_id)
+        atomic_write_bytes(npy.with_suffix(".json"), json.dumps(quality.to_dict()).encode("utf-8"))
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
+        return atomic_write_bytes(npy, buf.getvalue())
+
+
+@dataclass
+class ExtractionResult:
+    """Embeddings of the usable clips (input order) and one reason per clip that was not usable."""
+
+    embeddings: np.ndarray  # (n_ok, dim) float32
+    paths_ok: list[Path]
+    qualities: list[AudioQuality]
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    backbone_id: str = ""
+    n_cached: int = 0
+    n_embedded: int = 0
+
+
+def _duration_hint(path: Path) -> float:
+    """Clip duration from the header only (cheap) to bucket similar lengths; unknown sorts last."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / max(1, info.samplerate)
+    except Exception:  # noqa: BLE001 - unreadable clips are reported when decoded
+        return float("inf")
+
+
+def extract_embeddings(
+    paths: Iterable[str | Path],
+    backbone: Backbone,
+    cache: EmbeddingCache | None = None,
+    progress: Progress | None = None,
+    min_speech_s: float = 0.5,
+    batch_size: int = 16,
+) -> ExtractionResult:
+    """Embed every clip in ``paths`` with ``backbone``; bad clips are reported and skipped.
+
+    Cached clips are neither decoded nor embedded. Clips to embed are decoded in order of duration and sent
+    to the backbone ``batch_size`` at a time, so batches hold similar lengths and memory stays bounded.
+    Identical files (same bytes) are embedded once.
+    """
+    items = [Path(p) for p in paths]
+    total = len(items)
+    bid = backbone.identifier
+    results: dict[int, tuple[np.ndarray, AudioQuality]] = {}
+    problems: dict[int, str] = {}
+    hashes: dict[int, str] = {}
+    todo: list[int] = []
+    done = 0
+    n_cached = 0
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    for i, path in enumerate(items):
+        try:
+            hashes[i] = file_sha256(path)
+        except FileNotFoundError:
+            problems[i] = "file not found"
+            tick()
+            continue
+        except OSError as exc:
+            problems[i] = f"cannot read file ({exc.strerror or exc})"
+            tick()
+            continue
+        hit = cache.get(hashes[i], bid, backbone.dim) if cache is not None else None
+        if hit is not None:
+            results[i] = hit
+            n_cached += 1
+            tick()
+        else:
+            todo.append(i)
+
+    todo.sort(key=lambda i: _duration_hint(items[i]))
+    first_of_hash: dict[str, int] = {}
+    duplicates: dict[int, int] = {}
+    pending: list[tuple[int, np.ndarray, AudioQuality]] = []
+    n_embedded = 0
+
+    def flush() -> None:
+        nonlocal n_embedded
+        if not pending:
+            return
+        embs = np.asarray(backbone.embed([w for _, w, _ in pending]), dtype=np.float32)
+        if embs.shape != (len(pending), backbone.dim):
+            raise ValueError(
+                f"backbone {bid} returned shape {embs.shape}, expected ({len(pending)}, {backbone.dim})"
+            )
+        for (i, _, quality), emb in zip(pending, embs, strict=True):
+            results[i] = (emb, quality)
+            if cache is not None:
+                cache.put(hashes[i], bid, emb, quality)
+        n_embedded += len(pending)
+        tick(len(pending))
+        pending.clear()
+
+    for i in todo:
+        h = hashes[i]
+        if h in first_of_hash:  # same bytes as an earlier clip in this run
+            duplicates[i] = first_of_hash[h]
+            continue
+        try:
+            wave, quality = validate(items[i], min_speech_s)
+        except AudioError as exc:
+            problems[i] = exc.reason
+            tick()
+            continue
+        first_of_hash[h] = i
+        pending.append((i, wave, quality))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    for i, j in duplicates.items():
+        results[i] = results[j]  # j passed validation (only such clips are remembered by hash)
+        tick()
+
+    ok = sorted(results)
+    dim = backbone.dim
+    embeddings = (
+        np.stack([results[i][0] for i in ok]).astype(np.float32) if ok else np.zeros((0, dim), np.float32)
+    )
+    return ExtractionResult(
+        embeddings=embeddings,
+        paths_ok=[items[i] for i in ok],
+        qualities=[results[i][1] for i in ok],
+        problems=[(items[i], problems[i]) for i in sorted(problems)],
+        backbone_id=bid,
+        n_cached=n_cached,
+        n_embedded=n_embedded,
+    )

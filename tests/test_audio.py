@@ -1,0 +1,232 @@
+"""Audio loading, resampling, quality assessment and validation on synthetic and real clips."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from srpl_cli.audio import (
+    AudioQuality,
+    assess,
+    load_audio,
+    save_audio,
+    speech_frames,
+    validate,
+    windows,
+)
+from srpl_cli.errors import AudioError, DataError
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def speechlike(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Amplitude-modulated harmonic signal: loud 'syllables' with short dips, like speech energy."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
+    return (0.2 * env * x + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def peak_freq(wave: np.ndarray, sr: int = SR) -> float:
+    spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[np.argmax(spec)])
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype", "atol"),
+    [
+        (".wav", "WAV", "PCM_16", 1e-4),
+        (".wav", "WAV", "PCM_32", 1e-6),
+        (".wav", "WAV", "FLOAT", 1e-7),
+        (".flac", "FLAC", "PCM_24", 1e-5),
+        (".ogg", "OGG", "VORBIS", None),
+        (".mp3", "MP3", "MPEG_LAYER_III", None),
+    ],
+)
+def test_each_format_loads(tmp_path: Path, suffix: str, fmt: str, subtype: str, atol: float | None) -> None:
+    if fmt not in sf.available_formats():
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} here cannot write {fmt}")
+    wave = tone(440, 1.0)
+    path = tmp_path / f"clip{suffix}"
+    sf.write(path, wave, SR, format=fmt, subtype=subtype)
+    out = load_audio(path)
+    assert out.dtype == np.float32 and out.ndim == 1
+    if atol is not None:
+        np.testing.assert_allclose(out, wave, atol=atol)
+    else:  # lossy codecs: same length (within codec padding) and same pitch
+        assert abs(len(out) - len(wave)) < 0.1 * SR
+        assert abs(peak_freq(out) - 440) < 5
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
+def test_resampled_to_16k(tmp_path: Path, sr: int) -> None:
+    wave = tone(1000, 2.0, sr=sr)
+    path = tmp_path / f"tone_{sr}.wav"
+    sf.write(path, wave, sr, subtype="PCM_16")
+    out = load_audio(path)
+    assert abs(len(out) / SR - 2.0) < 1e-3  # duration preserved
+    assert abs(peak_freq(out) - 1000) < 2  # frequency preserved
+
+
+def test_stereo_becomes_mono_mean(tmp_path: Path) -> None:
+    left, right = tone(300, 1.0, amp=0.4), tone(700, 1.0, amp=0.2)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), SR, subtype="FLOAT")
+    out = load_audio(path)
+    np.testing.assert_allclose(out, (left + right) / 2, atol=1e-6)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="file not found") as info:
+        load_audio(tmp_path / "nope.wav")
+    assert info.value.path == tmp_path / "nope.wav"
+    assert isinstance(info.value, DataError) and info.value.exit_code == 3
+
+
+def test_corrupt_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "bad.wav"
+    path.write_bytes(b"RIFF\x00\x01garbage" + bytes(range(256)) * 4)
+    with pytest.raises(AudioError, match="unreadable or corrupt") as info:
+        load_audio(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.flac"
+    path.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty file"):
+        load_audio(path)
+
+
+def test_zero_length_audio(tmp_path: Path) -> None:
+    path = tmp_path / "zero.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), SR)
+    with pytest.raises(AudioError, match="no samples"):
+        load_audio(path)
+
+
+def test_nan_samples(tmp_path: Path) -> None:
+    wave = tone(440, 1.0)
+    wave[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="NaN"):
+        validate(wave, name="synthetic")
+
+
+def test_silence_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(3 * SR, dtype=np.float32), SR)
+    with pytest.raises(AudioError, match="silent"):
+        validate(path)
+    quiet_noise = (1e-4 * np.random.default_rng(0).standard_normal(3 * SR)).astype(np.float32)
+    with pytest.raises(AudioError, match="silent"):
+        validate(quiet_noise)
+
+
+def test_too_little_speech() -> None:
+    wave = np.zeros(3 * SR, dtype=np.float32)
+    wave[SR : SR + int(0.3 * SR)] = speechlike(0.3)
+    with pytest.raises(AudioError, match="too little speech") as info:
+        validate(wave, name="short.wav")
+    assert str(info.value).startswith("short.wav:")
+    # the same clip passes with a lower minimum, and assess reports it as short
+    _, q = validate(wave, min_speech_s=0.2)
+    assert 0.25 <= q.speech_s <= 0.4
+    assert any(w.startswith("short:") for w in q.warnings)
+
+
+def test_assess_good_clip() -> None:
+    wave = np.concatenate([np.zeros(SR // 2, np.float32), speechlike(4.0), np.zeros(SR // 2, np.float32)])
+    q = assess(wave)
+    assert isinstance(q, AudioQuality)
+    assert q.duration_s == pytest.approx(5.0)
+    assert 3.8 <= q.speech_s <= 4.2
+    assert 0.75 <= q.speech_ratio <= 0.85
+    assert q.clipped_ratio == 0.0 and q.warnings == ()
+    d = q.to_dict()
+    assert d["warnings"] == [] and set(d) >= {"duration_s", "speech_s", "speech_ratio", "rms_dbfs"}
+
+
+def test_clipping_and_low_level_warnings() -> None:
+    clipped = np.clip(speechlike(3.0) * 8, -1.0, 1.0)
+    q = assess(clipped)
+    assert q.clipped_ratio > 0.01
+    assert any(w.startswith("clipping:") for w in q.warnings)
+    quiet = speechlike(3.0) * 0.01
+    assert any(w.startswith("low level") for w in assess(quiet).warnings)
+
+
+def test_save_audio_roundtrip(tmp_path: Path) -> None:
+    wave = tone(440, 1.0)
+    path = save_audio(tmp_path / "sub" / "out.flac", wave)
+    info = sf.info(path)
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", SR, 1)
+    np.testing.assert_allclose(load_audio(path), wave, atol=1e-4)
+    assert [p.name for p in path.parent.iterdir()] == ["out.flac"]  # no temp debris
+    save_audio(tmp_path / "out.wav", wave)
+    assert sf.info(tmp_path / "out.wav").format == "WAV"
+    with pytest.raises(AudioError):
+        save_audio(tmp_path / "nan.flac", np.full(10, np.nan, np.float32))
+
+
+def test_windows_cover_clip() -> None:
+    wave = np.arange(int(50.5 * SR), dtype=np.float32)
+    parts = list(windows(wave, 20.0))
+    assert [len(p) for p in parts] == [20 * SR] * 3
+    assert parts[-1][-1] == wave[-1] and parts[0][0] == 0
+    assert all(np.shares_memory(p, wave) for p in parts)  # views, not copies
+    assert len(list(windows(wave[: 5 * SR], 20.0))) == 1
+    assert len(list(windows(wave, 20.0, hop_s=10.0))) == 5
+
+
+def test_ten_minute_clip_bounded_memory(tmp_path: Path) -> None:
+    """A 10-minute clip is validated and windowed without large extra copies."""
+    wave = np.tile(speechlike(10.0), 60)
+    path = tmp_path / "long.flac"
+    sf.write(path, wave, SR, subtype="PCM_16")
+    tracemalloc.start()
+    loaded, q = validate(path)
+    n_windows = sum(1 for _ in windows(loaded, 20.0))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert q.duration_s == pytest.approx(600.0, abs=0.01)
+    assert n_windows == 30
+    # 600 s of float32 is 38 MB; reading + VAD must stay within a few copies of it
+    assert peak < 2.5 * loaded.nbytes, peak
+
+
+def test_real_clip_quality() -> None:
+    from conftest import shared_path
+
+    clip = next(iter(sorted(shared_path("librispeech-mini", "speakers").glob("*/*.flac"))))
+    wave, q = validate(clip)
+    assert q.duration_s == pytest.approx(len(wave) / SR, abs=1e-3)
+    assert 0.5 < q.speech_ratio <= 1.0 and q.clipped_ratio < 0.001
+    assert speech_frames(wave).dtype == bool
