@@ -26,9 +26,11 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "cosine"
-#: false-accept rate the rejection threshold aims for when unknown samples are available
-DEFAULT_TARGET_FAR = 0.05
-#: false-reject rate aimed for on held-out enrollment clips when no unknown samples exist
+#: None: threshold where held-out false accepts equal false rejects; a number: that false-accept rate
+DEFAULT_TARGET_FAR: float | None = None
+#: false-accept rate used when impostor scores exist but no genuine ones (one clip per speaker)
+FALLBACK_FAR = 0.05
+#: false-reject rate aimed for on held-out enrollment clips when there are too few speakers for impostors
 DEFAULT_TARGET_FRR = 0.05
 
 
@@ -213,87 +215,121 @@ def fit_backend(
     y: np.ndarray,
     X_unknown: np.ndarray | None = None,
     seed: int = 0,
-    target_far: float = DEFAULT_TARGET_FAR,
-    target_frr: float = DEFAULT_TARGET_FRR,
+    target_far: float | None = DEFAULT_TARGET_FAR,
     params: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit backend ``method`` and calibrate its rejection threshold (the same rule in tune and evaluate).
 
-    Threshold rule (docs/calibration in docs/usage.md): scores of clips the model did not train on are
-    needed, so the enrollment is cross-fitted (each round holds one clip per speaker out). With unknown
-    samples, the threshold accepts at most ``target_far`` of the held-out unknowns' scores; without,
-    it rejects at most ``target_frr`` of the held-out enrollment clips.
+    The threshold needs scores of clips the model did not train on (docs/usage.md, "Rejection
+    threshold"). Genuine scores come from cross-fitting the enrollment (each round holds one clip of
+    every speaker out); impostor scores from leaving whole speakers out (their clips, scored by a
+    model that does not know them, are in-domain strangers) plus any unknown samples. With
+    ``target_far=None`` the threshold is where held-out false accepts equal false rejects; otherwise it
+    accepts at most ``target_far`` of the impostor scores.
     """
     from srpl_cli.backends import backend_class, get_backend
-    from srpl_cli.backends.calibration import threshold_at_far, threshold_at_frr
+    from srpl_cli.backends.calibration import threshold_at_far
 
     cls = backend_class(method)
     kwargs = dict(params or {})
     if "random_state" in cls._param_names() and "random_state" not in kwargs:
         kwargs["random_state"] = seed
     model = get_backend(method, **kwargs).fit(X, y, X_unknown)
-    known_held, unknown_held = _cross_fit_scores(method, kwargs, X, y, X_unknown)
-    if unknown_held is not None and len(unknown_held):
-        thr = threshold_at_far(unknown_held, target_far)
-        rule = f"accept at most {target_far:.0%} of held-out unknown samples"
-    elif known_held is not None and len(known_held):
-        thr = threshold_at_frr(known_held, target_frr)
-        rule = f"reject at most {target_frr:.0%} of held-out enrollment clips"
+    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown)
+    if len(impostor) and len(genuine) and target_far is None:
+        thr = equal_error_threshold(genuine, impostor)
+        rule = "equal held-out false-accept and false-reject rates"
+    elif len(impostor):
+        far = target_far if target_far is not None else FALLBACK_FAR
+        thr = threshold_at_far(impostor, far)
+        rule = f"accept at most {far:.0%} of held-out impostor scores"
+    elif len(genuine):
+        from srpl_cli.backends.calibration import threshold_at_frr
+
+        thr = threshold_at_frr(genuine, DEFAULT_TARGET_FRR)
+        rule = f"reject at most {DEFAULT_TARGET_FRR:.0%} of held-out enrollment clips (too few speakers for impostors)"
     else:
         thr = float(model.threshold_)
-        rule = "backend default"
+        rule = "backend default (too few clips to hold any out)"
     model.set_threshold(thr)
-    info = {
+    info: dict[str, Any] = {
         "rule": rule,
         "threshold": float(thr),
         "target_far": target_far,
-        "target_frr": target_frr,
-        "heldout_known": int(0 if known_held is None else len(known_held)),
-        "heldout_unknown": int(0 if unknown_held is None else len(unknown_held)),
+        "heldout_genuine": int(len(genuine)),
+        "heldout_impostor": int(len(impostor)),
     }
-    if known_held is not None and len(known_held):
-        info["heldout_frr"] = float((known_held < thr).mean())
-    if unknown_held is not None and len(unknown_held):
-        info["heldout_far"] = float((unknown_held >= thr).mean())
+    if len(genuine):
+        info["heldout_frr"] = float((genuine < thr).mean())
+    if len(impostor):
+        info["heldout_far"] = float((impostor >= thr).mean())
     return model, info
 
 
-def _cross_fit_scores(
+def equal_error_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Threshold (accept when score >= t) where the false-reject rate of ``genuine`` best equals the
+    false-accept rate of ``impostor``; midway between neighbouring scores so it generalises."""
+    scores = np.unique(np.concatenate([genuine, impostor]))
+    g = np.sort(genuine)
+    i = np.sort(impostor)
+    frr = np.searchsorted(g, scores, side="left") / len(g)
+    far = 1.0 - np.searchsorted(i, scores, side="left") / len(i)
+    k = int(np.argmin(np.abs(frr - far) + 1e-9 * np.arange(len(scores))))
+    lower = scores[k - 1] if k > 0 else scores[k] - 1e-6
+    return float((lower + scores[k]) / 2)
+
+
+def held_out_scores(
     method: str,
     kwargs: dict[str, Any],
     X: np.ndarray,
     y: np.ndarray,
     X_unknown: np.ndarray | None,
     rounds: int = 5,
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Held-out open-set scores: round r leaves clip r of every speaker (and 1/rounds of unknowns) out.
+    max_speaker_groups: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) open-set scores of clips the fitted model did not see.
 
-    A held-out known clip scores on its own speaker's column, as `identify` would if it was right.
+    Genuine: round r holds clip r of every speaker out; the clip scores its best column, as in
+    `identify`. Impostor: each round leaves a group of speakers out entirely (at most
+    ``max_speaker_groups`` rounds, so cost stays bounded), and their clips' best scores are what a
+    stranger of the same domain would get; unknown samples are held out 1/rounds at a time.
     """
     from srpl_cli.backends import get_backend
 
     y = np.asarray(y)
     classes, y_idx = np.unique(y, return_inverse=True)
     counts = np.bincount(y_idx)
-    if counts.min() < 2 or len(classes) < 2:
-        return None, None
-    # position of each clip within its speaker
-    pos = np.zeros(len(y), int)
-    for c in range(len(classes)):
-        idx = np.flatnonzero(y_idx == c)
-        pos[idx] = np.arange(len(idx))
-    rounds = int(min(rounds, counts.min()))
-    u_fold = np.arange(len(X_unknown)) % rounds if X_unknown is not None and len(X_unknown) else None
-    known_scores, unknown_scores = [], []
-    for r in range(rounds):
-        held = pos % rounds == r
-        Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
-        m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
-        s = m.decision_function(X[held])
-        known_scores.append(s.max(axis=1))
-        if u_fold is not None:
-            unknown_scores.append(m.score_samples(X_unknown[u_fold == r]))
-    return np.concatenate(known_scores), (np.concatenate(unknown_scores) if unknown_scores else None)
+    genuine: list[np.ndarray] = []
+    impostor: list[np.ndarray] = []
+    has_unknown = X_unknown is not None and len(X_unknown) > 0
+    if counts.min() >= 2:
+        pos = np.zeros(len(y), int)
+        for c in range(len(classes)):
+            idx = np.flatnonzero(y_idx == c)
+            pos[idx] = np.arange(len(idx))
+        n_rounds = int(min(rounds, counts.min()))
+        u_fold = np.arange(len(X_unknown)) % n_rounds if has_unknown else None
+        for r in range(n_rounds):
+            held = pos % n_rounds == r
+            Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
+            m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
+            genuine.append(m.score_samples(X[held]))
+            if u_fold is not None:
+                impostor.append(m.score_samples(X_unknown[u_fold == r]))
+    if len(classes) >= 3:  # the model left after removing a group must still know 2 speakers
+        n_groups = min(max_speaker_groups, len(classes))
+        group_of = np.arange(len(classes)) % n_groups
+        for g in range(n_groups):
+            out = group_of[y_idx] == g
+            if len(np.unique(y_idx[~out])) < 2:
+                continue
+            m = get_backend(method, **kwargs).fit(X[~out], y[~out], X_unknown)
+            impostor.append(m.score_samples(X[out]))
+    return (
+        np.concatenate(genuine) if genuine else np.zeros(0, np.float32),
+        np.concatenate(impostor) if impostor else np.zeros(0, np.float32),
+    )
 
 
 # ---------------------------------------------------------------- tune
@@ -306,7 +342,7 @@ def tune(
     unknown_dir: str | Path | None = None,
     synthetic: str | Path | None = None,
     seed: int = 0,
-    target_far: float = DEFAULT_TARGET_FAR,
+    target_far: float | None = DEFAULT_TARGET_FAR,
     model_name: str = DEFAULT_MODEL,
     backbone_source: str | Path | None = None,
     progress: Progress = None,

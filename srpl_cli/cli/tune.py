@@ -11,9 +11,9 @@ from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, Quiet
 
 HELP = """Tune the open-set speaker model on ENROLL_DIR/<speaker>/<clips> and make it the one in use.
 
-Rejection threshold: with unknown samples (--unknown-dir, --synthetic) it accepts at most --target-far
-of them; otherwise it rejects at most 5% of held-out enrollment clips. A failed or interrupted tune
-leaves the previous model in use.
+Rejection threshold: set where false accepts equal false rejects on held-out data (enrollment clips
+held out, enrolled speakers left out as strangers, plus any --unknown-dir / --synthetic unknowns), or at
+--target-far. A failed or interrupted tune leaves the previous model in use.
 
 [b]Examples[/b]
 
@@ -49,8 +49,11 @@ def tune(
         ),
     ] = None,
     target_far: Annotated[
-        float, typer.Option("--target-far", help="False-accept rate the threshold aims for.")
-    ] = 0.05,
+        float | None,
+        typer.Option(
+            "--target-far", help="Aim the threshold at this false-accept rate (default: equal error rate)."
+        ),
+    ] = None,
     model: Annotated[
         str, typer.Option("--model", help="Name of the model to save (several can coexist).")
     ] = "default",
@@ -68,7 +71,7 @@ def tune(
     from srpl_cli.errors import UsageError
     from srpl_cli.workspace import Workspace
 
-    if not 0.0 < target_far < 1.0:
+    if target_far is not None and not 0.0 < target_far < 1.0:
         raise UsageError("--target-far must be between 0 and 1")
     with progress_bar("embedding clips", quiet or json_) as progress:
         report = pipeline.tune(

@@ -153,9 +153,14 @@ def test_emodb_flow(tmp_path):
     r = srpl("tune", enroll, "--shots", "5", "--backbone", "dvector", "--workspace", ws)
     assert r.returncode == 0, r.stderr
     res = identify_json(ws, *held)
-    right = np.mean([x["speaker"] == held[Path(x["path"])] for x in res])
+    top1 = np.mean([x["top"][0]["speaker"] == held[Path(x["path"])] for x in res])
+    neutral = [x for x in res if Path(x["path"]).name[5] == "N"]
+    neutral_right = np.mean([x["speaker"] == held[Path(x["path"])] for x in neutral])
     others = identify_json(ws, *unknown)
     rejected = np.mean([x["speaker"] is None for x in others])
-    print(f"emodb: known clips right {right:.1%}, unknown speakers rejected {rejected:.1%}")
-    # acted emotions from 5 neutral clips is hard for any d-vector system: a sanity floor, not a target
-    assert right > 0.5 and rejected > 0.3
+    print(f"emodb: top-1 {top1:.1%}, held-out neutral right {neutral_right:.1%}, unknown rejected {rejected:.1%}")
+    # measured: 85% / 95% / 99%. Emotional clips of known speakers mostly fall under the threshold: the
+    # d-vector of 5 neutral clips does not cover acted emotions (docs/usage.md, calibration)
+    assert top1 >= 0.75
+    assert neutral_right >= 0.8
+    assert rejected >= 0.9
