@@ -84,14 +84,15 @@ def parse_methods(text: str | Sequence[str] | None, folds: bool) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def parse_known(text: str | None) -> tuple[int | None, list[int] | None]:
-    """'5' -> five known speakers drawn per fold; '0-4' / '0,1,2' -> exactly those speakers."""
+def parse_known(text: str | None, counts: bool = True) -> tuple[int | None, list[int] | None]:
+    """With folds (``counts``): '5' -> five known speakers drawn per fold. Otherwise, and for ranges
+    or lists, speaker ids: '0-4' / '0,1,2' / '3' -> exactly those speakers."""
     from srpl_cli.datasets import parse_speaker_range
 
     if text is None:
         return None, None
     text = text.strip()
-    if text.isdigit():
+    if counts and text.isdigit():
         return int(text), None
     return None, parse_speaker_range(text)
 
@@ -229,9 +230,7 @@ def run_fixed_split(
     keep_scores: bool = False,
 ) -> SplitReport:
     """The reference scripts' protocol: train on emb_train (or the first N files), test on emb_test."""
-    n_known, known_list = parse_known(known)
-    if n_known is not None:
-        raise UsageError("without --folds, --known takes speaker ids (e.g. 0-4), not a count")
+    _, known_list = parse_known(known, counts=False)
     X, y = data.X, data.y
     if data.X_train is not None and shots is None:
         Xtr, ytr = data.X_train, data.y_train
@@ -267,7 +266,7 @@ def run_checkpoint(
 ) -> SplitReport:
     """Score a saved srpl model or the authors' released checkpoint on emb_test, without fitting."""
     model, name = load_checkpoint(checkpoint)
-    _, known_list = parse_known(known)
+    _, known_list = parse_known(known, counts=False)
     classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
     test_ids = set(np.unique(data.y).tolist())
     known_ids = known_list if known_list else [c for c in classes if c in test_ids]

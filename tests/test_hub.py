@@ -1,0 +1,120 @@
+"""`srpl download --dataset`: snapshot, unpack, discover and register the authors' datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from srpl_cli.errors import DataError, ModelUnavailableError
+from srpl_cli.hub import discover_datasets, download_datasets, snapshot_dataset_repo, unpack_archives
+from srpl_cli.workspace import Workspace
+
+
+def _emb_dataset(root: Path, speakers=(0, 1, 2), n=3) -> None:
+    for split in ("emb_train", "emb_test"):
+        for s in speakers:
+            d = root / split / str(s)
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                np.save(d / f"{i}.npy", np.ones((1, 4), np.float32) * (s + i))
+
+
+def fake_release(repo: str, local_dir: Path, local_files_only: bool) -> Path:
+    """Stands in for the hub: lays out what an undocumented release could look like."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    if repo.endswith("speakerRPL_dataset"):
+        _emb_dataset(local_dir / "emb" / "qualcomm")
+        _emb_dataset(local_dir / "emb" / "himia")
+        (local_dir / "emb" / "himia" / "ClassifierAdapt_SRPL_.pth").write_bytes(b"x")
+    else:
+        src = local_dir / ".src" / "cnceleb"
+        _emb_dataset(src)
+        with zipfile.ZipFile(local_dir / "cnceleb.zip", "w") as zf:
+            for f in src.rglob("*.npy"):
+                zf.write(f, f.relative_to(src))
+    return local_dir
+
+
+def test_download_registers_every_dataset(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    found = download_datasets("all", ws, snapshot=fake_release)
+    assert set(found) == {"qualcomm", "himia", "cnceleb"}
+    assert found["himia"]["checkpoints"] and found["qualcomm"]["splits"] == ["emb_test", "emb_train"]
+    assert set(ws.datasets()) == {"qualcomm", "himia", "cnceleb"}
+    # one name only, and a clear error for a name the release does not have
+    ws2 = Workspace(tmp_path / "ws2")
+    assert set(download_datasets("himia", ws2, snapshot=fake_release)) == {"himia"}
+    with pytest.raises(DataError, match="available: cnceleb, himia, qualcomm"):
+        download_datasets("voxceleb", ws2, snapshot=fake_release)
+
+
+def test_registered_dataset_evaluates_by_name(tmp_path):
+    ws = tmp_path / "ws"
+    download_datasets("qualcomm", Workspace(ws), snapshot=fake_release)
+    r = subprocess.run(
+        [sys.executable, "-m", "srpl_cli", "evaluate", "--dataset", "qualcomm", "--method", "cosine",
+         "--known", "0,1", "--workspace", str(ws), "--json", "--no-calibrate"],
+        capture_output=True, text=True, env={**os.environ, "SRPL_NO_PROGRESS": "1"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "oscr" in json.loads(r.stdout)
+    r = subprocess.run(
+        [sys.executable, "-m", "srpl_cli", "evaluate", "--dataset", "nope", "--workspace", str(ws)],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 3 and "srpl download --dataset nope" in r.stderr
+
+
+def test_unpack_refuses_path_traversal(tmp_path):
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
+        zf.writestr("../outside.txt", "x")
+    with pytest.raises(DataError, match="outside"):
+        unpack_archives(tmp_path)
+    assert not (tmp_path.parent / "outside.txt").exists()
+
+
+def test_unpack_tar_once(tmp_path):
+    src = tmp_path / "src"
+    _emb_dataset(src / "set")
+    with tarfile.open(tmp_path / "pack.tar.gz", "w:gz") as tf:
+        tf.add(src / "set", arcname="set")
+    assert unpack_archives(tmp_path) == [tmp_path / "pack"]
+    assert unpack_archives(tmp_path) == []  # marker: not unpacked twice
+    assert "set" in discover_datasets(tmp_path / "pack")
+
+
+def test_offline_without_copy_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.perf_counter()
+    with pytest.raises(ModelUnavailableError, match="cannot download dataset repo"):
+        snapshot_dataset_repo("zhiyongchen/speakerRPL_dataset", tmp_path / "dl")
+    assert time.perf_counter() - t < 15
+
+
+def test_offline_with_previous_copy_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    local = tmp_path / "dl"
+    _emb_dataset(local / "x")
+    assert snapshot_dataset_repo("zhiyongchen/speakerRPL_dataset", local) == local
+
+
+def test_cli_download_usage_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "srpl_cli", "download"], capture_output=True, text=True)
+    assert r.returncode == 2
+    r = subprocess.run([sys.executable, "-m", "srpl_cli", "download", "--model", "whisper"], capture_output=True, text=True)
+    assert r.returncode == 2 and "dvector" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "srpl_cli", "download", "--model", "wavlm"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "SRPL_OFFLINE": "1"},
+        timeout=60,
+    )
+    assert r.returncode == 5 and "Traceback" not in r.stderr
