@@ -10,7 +10,7 @@ Three protocols:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 from srpl_cli.errors import DataError, UsageError
 from srpl_cli.pipeline import DEFAULT_METHOD, Progress, embed_clips, fit_backend, load_backbone
 from srpl_cli.protocols import (
+    Augment,
     Fold,
     FoldsReport,
     MethodResult,
@@ -65,8 +66,10 @@ class EvalData:
     y_train: np.ndarray | None = None
     X_unknown_train: np.ndarray | None = None
     description: dict[str, Any] = field(default_factory=dict)
-    #: per-fold unknown training samples (audio --cs-my); overrides X_unknown_train when set
-    unknown_for_fold: Callable[[Fold], np.ndarray | None] | None = None
+    #: audio clip of each row (audio data only)
+    paths: list[Path] | None = None
+    #: per-fold extra training data (audio --cs-my); overrides X_unknown_train when set
+    augment: Augment | None = None
 
 
 def parse_methods(text: str | Sequence[str] | None, folds: bool) -> list[str]:
@@ -127,7 +130,7 @@ def load_audio_data(
     unknown_dir: Path | None,
     enroll_glob: str | None,
     progress: Progress,
-) -> tuple[EvalData, dict[str, list[Path]], Any]:
+) -> tuple[EvalData, Any]:
     """Embed every clip of ``root/<speaker>/`` (and of ``unknown_dir``) through the workspace cache."""
     from srpl_cli.datasets import collect_audio, read_speaker_folders
 
@@ -157,10 +160,48 @@ def load_audio_data(
         "enroll_glob": enroll_glob,
     }
     data = EvalData(
-        res.embeddings, y.astype(str), enroll_mask=enroll_mask, never_known=never, description=desc
+        res.embeddings,
+        y.astype(str),
+        enroll_mask=enroll_mask,
+        never_known=never,
+        description=desc,
+        paths=[Path(p) for p in ok],
     )
-    clips_by_row = {"paths": [Path(p) for p in ok]}
-    return data, clips_by_row, bb
+    return data, bb
+
+
+def synthetic_augment(
+    data: EvalData, backbone: Any, workspace: Workspace, seed: int, backbone_source: Path | None = None
+) -> Augment:
+    """Per fold, what `srpl synthesize` + `tune --synthetic` would add: variants of that fold's
+    enrollment clips as extra enrollment, synthetic voices as unknown samples (perturb engine)."""
+    from srpl_cli.pipeline import synthesize
+    from srpl_cli.synthesis.run import read_synthetic
+
+    if data.paths is None:
+        raise UsageError("synthetic augmentation needs audio data")
+
+    def augment(fold: Fold) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        enroll: dict[str, list[Path]] = {}
+        for i in fold.enroll:
+            enroll.setdefault(str(data.y[i]), []).append(data.paths[i])
+        workspace.ensure()
+        with workspace.building(f"synth-fold{fold.index}") as tmp:
+            out = tmp / "synth"
+            synthesize(enroll, out, seed=seed + fold.index, _backbone=backbone)
+            known, unknown = read_synthetic(out)
+            extra = [(s, p) for s, clips in known.items() for p in clips]
+            X_extra = y_extra = X_unknown = None
+            if extra:
+                res = embed_clips([p for _, p in extra], backbone, workspace)
+                label = {str(p): s for s, p in extra}
+                X_extra = res.embeddings
+                y_extra = np.array([label[str(p)] for p in res.paths_ok])
+            if unknown:
+                X_unknown = embed_clips(unknown, backbone, workspace).embeddings
+        return X_extra, y_extra, X_unknown
+
+    return augment
 
 
 # ---------------------------------------------------------------- protocols
@@ -204,19 +245,19 @@ def run_folds(
     split = few_shot_folds(
         y, n_known, shots, folds, seed, known_pool=known_list, enroll_mask=enroll_mask, never_known=never
     )
-    unknown_train = data.unknown_for_fold
-    if unknown_train is None and data.X_unknown_train is not None:
-        unknown_train = lambda fold: data.X_unknown_train  # noqa: E731 - same unknowns in every fold
+    augment = data.augment
+    if augment is None and data.X_unknown_train is not None:
+        augment = lambda fold: (None, None, data.X_unknown_train)  # noqa: E731 - same in every fold
     protocol = {
         **data.description,
         "folds": folds,
         "known": known_list if known_list is not None else n_known,
         "shots": shots,
         "seed": seed,
-        "cs_my": unknown_train is not None,
+        "cs_my": augment is not None,
     }
     return evaluate_folds(
-        X, y, split, methods, _fit(calibrate), seed, unknown_train, keep_scores, progress, protocol
+        X, y, split, methods, _fit(calibrate), seed, augment, keep_scores, progress, protocol
     )
 
 

@@ -511,36 +511,38 @@ def list_models(workspace: Workspace | None = None) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- synthesize
 def synthesize(
-    source: str | Path,
+    source: str | Path | dict[str, list[Path]],
     out_dir: str | Path,
     engine: str = "perturb",
-    variants: int = 6,
-    unknown_speakers: int = 8,
+    variants: int = 0,
+    unknown_speakers: int = 20,
     shots: int | None = None,
     unknown_dir: str | Path | None = None,
     keep_known: int = 3,
     keep_unknown: int = 12,
     max_similarity: float = 0.3,
-    select: bool = True,
+    select: bool = False,
     tts_model: str | Path | None = None,
     sentences: str | Path | None = None,
     seed: int = 0,
     backbone: str = DEFAULT_BACKBONE,
     backbone_source: str | Path | None = None,
     progress: Progress = None,
+    _backbone: Any = None,
 ) -> Any:
-    """Speaker variants and unknown voices from ``source`` into ``out_dir`` (see srpl_cli.synthesis.run)."""
+    """Speaker variants and unknown voices from ``source`` (a folder, manifest, or speaker -> clips)
+    into ``out_dir`` (see srpl_cli.synthesis.run)."""
     from srpl_cli.datasets import read_speaker_folders
     from srpl_cli.synthesis.run import synthesize as run_synthesis
     from srpl_cli.synthesis.select import SelectionParams
 
     if shots is not None and shots < 1:
         raise UsageError("--shots must be at least 1")
-    speakers = read_speaker_folders(source)
+    speakers = dict(source) if isinstance(source, dict) else read_speaker_folders(source)
     if shots is not None:
         speakers = {s: clips[:shots] for s, clips in speakers.items()}
     params = SelectionParams(keep_known, max_similarity, keep_unknown) if select else None
-    bb = load_backbone(backbone, backbone_source) if select else None
+    bb = (_backbone or load_backbone(backbone, backbone_source)) if select else None
     tts_engine = None
     lines = None
     if engine == "tts":

@@ -200,6 +200,10 @@ def score_method(
     return result
 
 
+#: augment(fold) -> (extra enrollment X, their labels, unknown training samples); any part may be None
+Augment = Callable[[Fold], "tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]"]
+
+
 def evaluate_folds(
     X: np.ndarray,
     y: np.ndarray,
@@ -207,20 +211,29 @@ def evaluate_folds(
     methods: Sequence[str],
     fit: FitFn,
     seed: int = 0,
-    unknown_train: Callable[[Fold], np.ndarray | None] | None = None,
+    augment: Augment | None = None,
     keep_scores: bool = False,
     progress: Callable[[int, int], None] | None = None,
     protocol: dict[str, Any] | None = None,
 ) -> FoldsReport:
-    """Fit every method on every fold's enrollment and score its test clips (paired by fold)."""
+    """Fit every method on every fold's enrollment and score its test clips (paired by fold).
+
+    ``augment`` adds training data that depends on the fold (synthetic variants of its enrollment
+    clips, unknown samples); test clips are never touched.
+    """
     report = FoldsReport(list(methods), protocol=protocol or {})
     total = len(folds) * len(methods)
     done = 0
     for fold in folds:
-        X_unknown = unknown_train(fold) if unknown_train is not None else None
+        X_fit, y_fit, X_unknown = X[fold.enroll], y[fold.enroll], None
+        if augment is not None:
+            X_extra, y_extra, X_unknown = augment(fold)
+            if X_extra is not None and len(X_extra):
+                X_fit = np.concatenate([X_fit, X_extra])
+                y_fit = np.concatenate([y_fit, np.asarray(y_extra, dtype=y_fit.dtype)])
         per_method: dict[str, MethodResult] = {}
         for m in methods:
-            model = fit(m, X[fold.enroll], y[fold.enroll], X_unknown, seed + fold.index, fold)
+            model = fit(m, X_fit, y_fit, X_unknown, seed + fold.index, fold)
             per_method[m] = score_method(
                 model, X[fold.test_known], y[fold.test_known], X[fold.test_unknown], keep_scores
             )

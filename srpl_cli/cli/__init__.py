@@ -88,7 +88,7 @@ def main() -> None:
 def _fail(message: str, hint: str | None, code: int) -> None:
     from srpl_cli.cli._output import err
 
-    err.print(message, markup=False, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"hint: {hint}", markup=False, highlight=False)
+        err.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)

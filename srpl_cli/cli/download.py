@@ -20,7 +20,7 @@ Interrupted downloads resume.
   srpl download --dataset all          (then: srpl evaluate --dataset NAME --cs-my)
 """
 
-MODEL_CHOICES = ("eres2netv2", "wavlm", "all")
+MODEL_CHOICES = ("eres2netv2", "wavlm", "speecht5", "all")
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def download(
-    model: Annotated[str | None, typer.Option("--model", help="eres2netv2, wavlm or all.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="eres2netv2, wavlm, speecht5 (TTS for synthesize) or all.")] = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="all, or one dataset name of the authors' release.")
     ] = None,
@@ -48,11 +48,16 @@ def download(
     if model is not None:
         from srpl_cli.backbones._hub import download_model
 
-        names = ["eres2netv2", "wavlm"] if model == "all" else [model]
+        names = ["eres2netv2", "wavlm", "speecht5"] if model == "all" else [model]
         result["models"] = {}
         for name in names:
             err.print(f"downloading {name} ...", highlight=False)
-            result["models"][name] = str(download_model(name))
+            if name == "speecht5":  # the zero-shot TTS engine of `srpl synthesize --engine tts`
+                from srpl_cli.synthesis.tts import download_tts_models
+
+                result["models"][name] = ", ".join(str(p) for p in download_tts_models().values())
+            else:
+                result["models"][name] = str(download_model(name))
             if not json_:
                 out.print(f"{name}: {result['models'][name]}", highlight=False)
     if dataset is not None:

@@ -45,7 +45,7 @@ def evaluate(
         bool,
         typer.Option(
             "--cs-my",
-            help="Train with unknown samples: emb_train_unknown_control, or --synthetic DIR for audio.",
+            help="SRPL+: train with unknown samples (emb_train_unknown_control; for audio, per-fold synthesis of variants and voices).",
         ),
     ] = False,
     checkpoint: Annotated[
@@ -111,11 +111,11 @@ def evaluate(
             if checkpoint is not None:
                 raise UsageError("--checkpoint works on embedding datasets (emb_test/)")
             ws.ensure()
-            edata = ev.load_audio_data(root, backbone, ws, backbone_path, unknown_dir, enroll_glob, progress)[
-                0
-            ]
+            edata, bb = ev.load_audio_data(
+                root, backbone, ws, backbone_path, unknown_dir, enroll_glob, progress
+            )
             if cs_my:
-                raise UsageError("--cs-my on audio folders needs synthetic data: see `srpl synthesize`")
+                edata.augment = ev.synthetic_augment(edata, bb, ws, seed)
             folds = folds or 10
     keep = plot is not None
     with progress_bar("fitting", quiet or json_) as progress:

@@ -18,7 +18,8 @@ Writes DIR/known/<speaker>/*.flac, DIR/unknown/<id>/*.flac and DIR/manifest.json
 
 [b]Examples[/b]
 
-  srpl synthesize ./family --out ./synth --variants 6 --unknown-speakers 8
+  srpl synthesize ./family --out ./synth
+  srpl synthesize ./family --out ./synth --variants 6 --select --backbone dvector
   srpl synthesize ./family --out ./synth --engine tts --unknown-dir ./other_people
 """
 
@@ -40,12 +41,10 @@ def synthesize(
             "--engine", help="perturb (offline signal transforms) or tts (zero-shot voice cloning)."
         ),
     ] = "perturb",
-    variants: Annotated[
-        int, typer.Option("--variants", help="Candidate variants per speaker (before selection).")
-    ] = 6,
+    variants: Annotated[int, typer.Option("--variants", help="Variants per speaker (before selection).")] = 0,
     unknown_speakers: Annotated[
-        int, typer.Option("--unknown-speakers", help="Candidate unknown voices (before selection).")
-    ] = 8,
+        int, typer.Option("--unknown-speakers", help="Pseudo-unknown voices (before selection).")
+    ] = 20,
     shots: Annotated[
         int | None, typer.Option("--shots", help="Use the first N clips per speaker as sources.")
     ] = None,
@@ -64,8 +63,12 @@ def synthesize(
             "--max-similarity", help="Selection: unknowns must have mean cosine to the speakers below this."
         ),
     ] = 0.3,
-    no_select: Annotated[
-        bool, typer.Option("--no-select", help="Keep every candidate (no embedding, no selection).")
+    select: Annotated[
+        bool,
+        typer.Option(
+            "--select/--no-select",
+            help="Apply the selection policy (embeds candidates with --backbone; off by default: it did not help, docs/synthesis.md).",
+        ),
     ] = False,
     tts_model: Annotated[
         Path | None,
@@ -95,7 +98,7 @@ def synthesize(
             keep_known=keep_known,
             keep_unknown=keep_unknown,
             max_similarity=max_similarity,
-            select=not no_select,
+            select=select,
             tts_model=tts_model,
             sentences=sentences,
             seed=seed,
