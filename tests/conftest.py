@@ -23,7 +23,9 @@ def shared_path(*parts: str) -> Path:
     """Path under ../shared/data; skips the calling test with a clear reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (tests need ../shared/data beside the checkout)")
+        pytest.skip(
+            f"real data not available: {path} is absent (tests need ../shared/data beside the checkout)"
+        )
     return path
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +21,6 @@ from srpl_cli.audio import (
 from srpl_cli.errors import AudioError, DataError
 
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:

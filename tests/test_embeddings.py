@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +15,6 @@ from srpl_cli.backbones.base import Backbone
 from srpl_cli.embeddings import EmbeddingCache, ExtractionResult, extract_embeddings, file_sha256
 
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class CountingBackbone(Backbone):

@@ -61,15 +61,32 @@ def test_registered_dataset_evaluates_by_name(tmp_path):
     ws = tmp_path / "ws"
     download_datasets("qualcomm", Workspace(ws), snapshot=fake_release)
     r = subprocess.run(
-        [sys.executable, "-m", "srpl_cli", "evaluate", "--dataset", "qualcomm", "--method", "cosine",
-         "--known", "0,1", "--workspace", str(ws), "--json", "--no-calibrate"],
-        capture_output=True, text=True, env={**os.environ, "SRPL_NO_PROGRESS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "srpl_cli",
+            "evaluate",
+            "--dataset",
+            "qualcomm",
+            "--method",
+            "cosine",
+            "--known",
+            "0,1",
+            "--workspace",
+            str(ws),
+            "--json",
+            "--no-calibrate",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SRPL_NO_PROGRESS": "1"},
     )
     assert r.returncode == 0, r.stderr
     assert "oscr" in json.loads(r.stdout)
     r = subprocess.run(
         [sys.executable, "-m", "srpl_cli", "evaluate", "--dataset", "nope", "--workspace", str(ws)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 3 and "srpl download --dataset nope" in r.stderr
 
@@ -110,11 +127,15 @@ def test_offline_with_previous_copy_uses_it(tmp_path, monkeypatch):
 def test_cli_download_usage_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "srpl_cli", "download"], capture_output=True, text=True)
     assert r.returncode == 2
-    r = subprocess.run([sys.executable, "-m", "srpl_cli", "download", "--model", "whisper"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "srpl_cli", "download", "--model", "whisper"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "dvector" in r.stderr
     r = subprocess.run(
         [sys.executable, "-m", "srpl_cli", "download", "--model", "wavlm"],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "SRPL_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "SRPL_OFFLINE": "1"},
         timeout=60,
     )
     assert r.returncode == 5 and "Traceback" not in r.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,6 @@ from srpl_cli.backbones.dvector import DVectorBackbone, packaged_weights, partia
 from srpl_cli.errors import ModelUnavailableError
 
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

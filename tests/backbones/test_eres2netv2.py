@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,6 @@ from srpl_cli.errors import ModelUnavailableError
 SR = 16000
 TINY = {"m_channels": 4, "embed_dim": 16, "baseWidth": 26, "scale": 2, "expansion": 2}
 HUB = _hub.HUB_MODELS["eres2netv2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_tiny_model(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:

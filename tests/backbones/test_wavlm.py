@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,6 @@ from srpl_cli.errors import ModelUnavailableError
 
 SR = 16000
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tests share a small CPU with other jobs: OpenMP spinning on 2 threads is 10-40x slower there."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model_dir(folder: Path) -> Path:

@@ -85,8 +85,11 @@ def test_unknown_method_and_backbone(tmp_path):
 def _embedding_dataset(root, dim=16, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(30, dim))
-    for split, speakers, n in (("emb_train", range(5), 6), ("emb_test", list(range(5)) + list(range(20, 25)), 10),
-                               ("emb_train_unknown_control", range(25, 28), 5)):
+    for split, speakers, n in (
+        ("emb_train", range(5), 6),
+        ("emb_test", list(range(5)) + list(range(20, 25)), 10),
+        ("emb_train_unknown_control", range(25, 28), 5),
+    ):
         for s in speakers:
             d = root / split / str(s)
             d.mkdir(parents=True)
@@ -106,8 +109,20 @@ def test_evaluate_fixed_split_json(tmp_path):
 
 def test_evaluate_folds_json_and_table(tmp_path):
     _embedding_dataset(tmp_path / "ds")
-    args = ["evaluate", "--data", str(tmp_path / "ds"), "--folds", "4", "--known", "0-4", "--shots", "3",
-            "--method", "cosine", "--no-calibrate"]
+    args = [
+        "evaluate",
+        "--data",
+        str(tmp_path / "ds"),
+        "--folds",
+        "4",
+        "--known",
+        "0-4",
+        "--shots",
+        "3",
+        "--method",
+        "cosine",
+        "--no-calibrate",
+    ]
     r = srpl(*args, "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -120,7 +135,9 @@ def test_evaluate_folds_json_and_table(tmp_path):
 def test_evaluate_plots(tmp_path):
     pytest.importorskip("matplotlib")
     _embedding_dataset(tmp_path / "ds")
-    r = srpl("evaluate", "--data", str(tmp_path / "ds"), "--method", "cosine", "--plot", str(tmp_path / "plots"))
+    r = srpl(
+        "evaluate", "--data", str(tmp_path / "ds"), "--method", "cosine", "--plot", str(tmp_path / "plots")
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "plots" / "oscr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "plots" / "scores_cosine.png").is_file()

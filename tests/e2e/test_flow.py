@@ -119,9 +119,22 @@ def test_killed_tune_leaves_previous_model_usable(libri_model, tmp_path):
     before = identify_json(ws, clip)[0]
     for delay in (0.5, 1.5, 3.0):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "srpl_cli", "tune", str(speakers), "--shots", "4", "--backbone", "dvector",
-             "--workspace", str(ws), "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "srpl_cli",
+                "tune",
+                str(speakers),
+                "--shots",
+                "4",
+                "--backbone",
+                "dvector",
+                "--workspace",
+                str(ws),
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -158,9 +171,67 @@ def test_emodb_flow(tmp_path):
     neutral_right = np.mean([x["speaker"] == held[Path(x["path"])] for x in neutral])
     others = identify_json(ws, *unknown)
     rejected = np.mean([x["speaker"] is None for x in others])
-    print(f"emodb: top-1 {top1:.1%}, held-out neutral right {neutral_right:.1%}, unknown rejected {rejected:.1%}")
+    print(
+        f"emodb: top-1 {top1:.1%}, held-out neutral right {neutral_right:.1%}, unknown rejected {rejected:.1%}"
+    )
     # measured: 85% / 95% / 99%. Emotional clips of known speakers mostly fall under the threshold: the
     # d-vector of 5 neutral clips does not cover acted emotions (docs/usage.md, calibration)
     assert top1 >= 0.75
     assert neutral_right >= 0.8
     assert rejected >= 0.9
+
+
+def test_synthesize_then_tune_with_synthetic(tmp_path):
+    """`srpl synthesize` output feeds `srpl tune --synthetic` (SRPL+ with pseudo-unknown voices)."""
+    speakers = shared_path("librispeech-mini", "speakers")
+    enroll = tmp_path / "enroll"
+    for d in sorted(speakers.iterdir())[:3]:
+        (enroll / d.name).mkdir(parents=True)
+        for p in sorted(d.glob("*.flac"))[:3]:
+            (enroll / d.name / p.name).symlink_to(p)
+    out = tmp_path / "synth"
+    r = srpl(
+        "synthesize",
+        enroll,
+        "--out",
+        out,
+        "--unknown-speakers",
+        "3",
+        "--variants",
+        "1",
+        "--seed",
+        "7",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["unknown_kept"] > 0 and report["known_kept"] == 3  # --variants is per speaker
+    assert len(list((out / "unknown").rglob("*.flac"))) == report["unknown_kept"]
+    info = sf.info(next((out / "unknown").rglob("*.flac")))
+    assert info.samplerate == 16000 and info.channels == 1
+    ws = tmp_path / "ws"
+    r = srpl(
+        "tune",
+        enroll,
+        "--shots",
+        "3",
+        "--backbone",
+        "dvector",
+        "--method",
+        "srpl",
+        "--cs-my",
+        out,
+        "--workspace",
+        ws,
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    tuned = json.loads(r.stdout)
+    assert tuned["n_unknown"] == report["unknown_kept"]
+    clip = sorted(sorted(speakers.iterdir())[0].glob("*.flac"))[-1]
+    res = identify_json(ws, clip)[0]
+    assert res["top"][0]["speaker"] == clip.parent.name and len(res["scores"]) == 3
+    # a folder that is not a synthesis output is never overwritten
+    r = srpl("synthesize", enroll, "--out", enroll, "--unknown-speakers", "1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert sorted(p.name for p in enroll.iterdir()) == sorted(d.name for d in sorted(speakers.iterdir())[:3])
