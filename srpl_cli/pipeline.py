@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
-DEFAULT_METHOD = "cosine"
+DEFAULT_METHOD = "anchored-cosine"
 #: None: threshold where held-out false accepts equal false rejects; a number: that false-accept rate
 DEFAULT_TARGET_FAR: float | None = None
 #: false-accept rate used when impostor scores exist but no genuine ones (one clip per speaker)

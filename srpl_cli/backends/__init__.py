@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "cosine": "srpl_cli.backends.cosine:CosineBackend",
     "srpl": "srpl_cli.backends.srpl:SRPLBackend",
+    "anchored-cosine": "srpl_cli.backends.anchored_cosine:AnchoredCosineBackend",
 }
 
 

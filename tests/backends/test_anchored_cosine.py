@@ -92,7 +92,10 @@ def test_bad_parameters_raise_clear_errors(params: dict) -> None:
 
 
 def test_beats_cosine_on_real_qspeech_folds() -> None:
-    """Paired folds on the authors' real WavLM embeddings: known 0-4, 5 shots, unknown 40-49."""
+    """10 paired folds on the authors' real WavLM embeddings: known 0-4, 5 shots, unknown 40-49.
+
+    docs/accuracy.md: +2.9 OSCR points, 9/10 wins on these folds; the bounds leave room for BLAS noise.
+    """
     from srpl_cli.datasets import read_embedding_split
     from srpl_cli.metrics import closed_set_accuracy, oscr
     from srpl_cli.protocols import few_shot_folds
@@ -100,7 +103,7 @@ def test_beats_cosine_on_real_qspeech_folds() -> None:
     split = read_embedding_split(shared_path("qspeech-wavlm"), "emb_test")
     X, y = split.X, split.y
     gains = []
-    for fold in few_shot_folds(y, None, 5, n_folds=3, seed=0, known_pool=[0, 1, 2, 3, 4]):
+    for fold in few_shot_folds(y, None, 5, n_folds=10, seed=0, known_pool=[0, 1, 2, 3, 4]):
         labels = np.searchsorted(fold.known, y[fold.test_known])
         res = {}
         for est in (CosineBackend(), AnchoredCosineBackend()):
@@ -109,5 +112,5 @@ def test_beats_cosine_on_real_qspeech_folds() -> None:
             res[est.name] = (oscr(kl, labels, ul), closed_set_accuracy(kl, labels))
         gains.append(res["anchored-cosine"][0] - res["cosine"][0])
         assert res["anchored-cosine"][1] == res["cosine"][1]
-    assert np.mean(gains) > 0.02, gains
-    assert sum(g > 0 for g in gains) >= 2, gains
+    assert np.mean(gains) > 0.01, gains
+    assert sum(g > 0 for g in gains) >= 7, gains
