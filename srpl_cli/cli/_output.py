@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-out = Console(highlight=False, soft_wrap=False)
+# piped or redirected results keep whole table rows (rich would assume 80 columns and truncate cells)
+out = Console(
+    highlight=False,
+    soft_wrap=False,
+    width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160)),
+)
 err = Console(stderr=True, highlight=False)
 
 

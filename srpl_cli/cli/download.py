@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
 
 
 def download(
-    model: Annotated[str | None, typer.Option("--model", help="eres2netv2, wavlm, speecht5 (TTS for synthesize) or all.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="eres2netv2, wavlm, speecht5 (TTS for synthesize) or all.")
+    ] = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="all, or one dataset name of the authors' release.")
     ] = None,

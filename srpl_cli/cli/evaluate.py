@@ -170,26 +170,30 @@ def _render(report) -> None:
     ]
     if isinstance(report, FoldsReport):
         p = report.protocol
-        title = f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')} (mean ± std)"
-        table = Table(title=title)
-        table.add_column("method")
-        for _, label in cols + [("far", "FAR"), ("frr", "FRR")]:
-            table.add_column(label, justify="right")
-        table.add_column("OSCR vs cosine (wins)", justify="right")
-        table.add_column("ACC vs cosine", justify="right")
+        table = Table(
+            title=f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}",
+            caption="mean±std (%); Δ = paired difference to cosine (wins/folds); --json: all metrics",
+        )
+        fold_cols = [
+            ("acc", "ACC"),
+            ("auroc", "AUROC"),
+            ("oscr", "OSCR"),
+            ("eer", "EER"),
+            ("far", "FAR"),
+            ("frr", "FRR"),
+        ]
+        table.add_column("method", no_wrap=True)
+        for _, label in fold_cols:
+            table.add_column(label, justify="right", no_wrap=True)
+        table.add_column("ΔOSCR", justify="right", no_wrap=True)
+        table.add_column("ΔACC", justify="right", no_wrap=True)
         summary = report.summary()
         for m in report.methods:
             s = summary[m]
-            row = [m]
-            for key, _ in cols + [("far", ""), ("frr", "")]:
-                if key in s:
-                    fmt = "{:.3f} ± {:.3f}" if key == "min_dcf" else "{:.1f} ± {:.1f}"
-                    row.append(fmt.format(s[key]["mean"], s[key]["std"]))
-                else:
-                    row.append("-")
+            row = [m] + [f"{s[k]['mean']:.1f}±{s[k]['std']:.1f}" if k in s else "-" for k, _ in fold_cols]
             d = s.get("oscr_vs_cosine")
             a = s.get("acc_vs_cosine")
-            row.append(f"{d['mean']:+.1f} ± {d['std']:.1f} ({d['wins']}/{d['folds']})" if d else "-")
+            row.append(f"{d['mean']:+.1f}±{d['std']:.1f} ({d['wins']}/{d['folds']})" if d else "-")
             row.append(f"{a['mean']:+.1f}" if a else "-")
             table.add_row(*row)
     else:
