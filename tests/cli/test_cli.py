@@ -129,7 +129,7 @@ def test_evaluate_folds_json_and_table(tmp_path):
     assert report["folds"] == 4 and "cosine" in report["summary"]
     assert len(report["per_fold"]) == 4
     r = srpl(*args)
-    assert r.returncode == 0 and "± " in r.stdout and "cosine" in r.stdout
+    assert r.returncode == 0 and "±" in r.stdout and "ΔOSCR" in r.stdout and "cosine" in r.stdout
 
 
 def test_evaluate_plots(tmp_path):
