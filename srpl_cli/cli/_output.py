@@ -40,7 +40,7 @@ def info(message: str) -> None:
 @contextmanager
 def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr, exposed as the core's ``progress(done, total)`` callable."""
-    if quiet or os.environ.get("SRPL_NO_PROGRESS"):
+    if quiet or os.environ.get("SRPL_NO_PROGRESS") or not err.is_terminal:
         yield lambda done, total: None
         return
     with Progress(
