@@ -19,8 +19,9 @@ from srpl_cli._io import atomic_write_bytes
 from srpl_cli.errors import AudioError
 
 SAMPLE_RATE = 16000
-#: Bump when decoding/resampling changes: it is part of the embedding cache key.
-AUDIO_PARAMS_VERSION = "1"
+#: Bump when decoding, resampling, down-mixing or windowing changes: it is part of the embedding cache key.
+#: v2: windows of long clips no longer overlap (equal split); polarity-inverted stereo no longer cancels.
+AUDIO_PARAMS_VERSION = "2"
 
 # Energy VAD: 25 ms frames every 10 ms. A frame is speech when its energy is within VAD_RANGE_DB of the
 # clip's loud frames (VAD_REF_PERCENTILE) and above an absolute floor, so quiet clips and pure noise
@@ -69,7 +70,7 @@ class AudioQuality:
 
 
 def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read ``path`` as float32 mono at ``target_sr`` (stereo is averaged, any rate is resampled)."""
+    """Read ``path`` as float32 mono at ``target_sr`` (channels are averaged, see ``downmix``; any rate is resampled)."""
     import soundfile as sf
 
     path = Path(path)
@@ -84,10 +85,27 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(path, f"unreadable or corrupt audio ({reason})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (no samples)")
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(wave).all():
+    if not np.isfinite(data).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
+    wave = downmix(data) if data.shape[1] > 1 else data[:, 0]
     return resample(np.ascontiguousarray(wave, dtype=np.float32), int(sr), target_sr)
+
+
+#: the channel mean must keep at least this share of the channels' mean power, else it cancelled
+_DOWNMIX_MIN_POWER_RATIO = 0.1
+
+
+def downmix(data: np.ndarray) -> np.ndarray:
+    """(n, channels) -> mono: the channel mean, unless channels cancel out (one polarity-inverted).
+
+    Averaging a channel with its own inverted copy gives silence; in that case (the mean keeps less than
+    10 % of the channels' power) the loudest channel is used instead.
+    """
+    mono = data.mean(axis=1, dtype=np.float32)
+    powers = [mean_square(data[:, c]) for c in range(data.shape[1])]
+    if mean_square(mono) < _DOWNMIX_MIN_POWER_RATIO * float(np.mean(powers)):
+        return np.ascontiguousarray(data[:, int(np.argmax(powers))])
+    return mono
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -238,28 +256,44 @@ def validate(
     peak = float(np.max(np.abs(wave)))
     if peak < 10 ** (VAD_FLOOR_DBFS / 20) or quality.speech_s == 0.0:
         raise AudioError(label, "silent: no speech detected")
+    check_speech(quality, min_speech_s, label)
+    return wave, quality
+
+
+def check_speech(quality: AudioQuality, min_speech_s: float, label: object) -> None:
+    """Raise ``AudioError`` when ``quality`` has less than ``min_speech_s`` of speech.
+
+    Separate from ``validate`` so clips whose quality comes from the embedding cache get the same check.
+    """
     if quality.speech_s < min_speech_s:
         raise AudioError(
             label, f"too little speech: {quality.speech_s:.2f} s (at least {min_speech_s:g} s needed)"
         )
-    return wave, quality
 
 
 def windows(
     wave: np.ndarray, window_s: float = DEFAULT_WINDOW_S, hop_s: float | None = None, sr: int = SAMPLE_RATE
 ) -> Iterator[np.ndarray]:
-    """Yield views of ``wave`` of ``window_s`` seconds every ``hop_s`` (default: no overlap).
+    """Yield views of ``wave`` of at most ``window_s`` seconds (with ``hop_s``: full windows every ``hop_s``).
 
-    A clip no longer than one window is yielded whole. Otherwise every window is full length and the
-    last one is aligned to the end of the clip, so the whole clip is covered without a tiny tail. Views,
-    not copies: memory stays bounded by what the caller does with one window.
+    A clip no longer than one window is yielded whole. By default the clip is split into the fewest
+    windows of at most ``window_s`` and equal length (within one sample), so every sample is in exactly
+    one window: averaging per-window embeddings weights all audio alike, and there is no tiny tail. With
+    ``hop_s`` every window is full length and the last one is aligned to the end of the clip. Views, not
+    copies: memory stays bounded by what the caller does with one window.
     """
     size = max(1, int(round(window_s * sr)))
-    hop = max(1, int(round((hop_s if hop_s is not None else window_s) * sr)))
     n = len(wave)
     if n <= size:
         yield wave
         return
+    if hop_s is None:
+        k = -(-n // size)  # ceil
+        bounds = [(i * n) // k for i in range(k + 1)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            yield wave[a:b]
+        return
+    hop = max(1, int(round(hop_s * sr)))
     start = 0
     while start + size < n:
         yield wave[start : start + size]

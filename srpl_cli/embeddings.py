@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from srpl_cli._io import atomic_write_bytes
-from srpl_cli.audio import AUDIO_PARAMS_VERSION, AudioQuality, validate
+from srpl_cli.audio import AUDIO_PARAMS_VERSION, AudioQuality, check_speech, validate
 from srpl_cli.backbones.base import Backbone
 from srpl_cli.errors import AudioError
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+#: a batch goes to the backbone early rather than hold more decoded samples than this (10 min at 16 kHz),
+#: so a folder of hour-long recordings never holds ``batch_size`` of them in memory at once
+MAX_PENDING_SAMPLES = 10 * 60 * 16000
 
 
 def file_sha256(path: str | Path) -> str:
@@ -146,8 +149,13 @@ def extract_embeddings(
             continue
         hit = cache.get(hashes[i], bid, backbone.dim) if cache is not None else None
         if hit is not None:
-            results[i] = hit
-            n_cached += 1
+            try:  # the entry was stored under some earlier --min-speech; apply this call's
+                check_speech(hit[1], min_speech_s, path)
+            except AudioError as exc:
+                problems[i] = exc.reason
+            else:
+                results[i] = hit
+                n_cached += 1
             tick()
         else:
             todo.append(i)
@@ -157,9 +165,11 @@ def extract_embeddings(
     duplicates: dict[int, int] = {}
     pending: list[tuple[int, np.ndarray, AudioQuality]] = []
     n_embedded = 0
+    n_pending_samples = 0
 
     def flush() -> None:
-        nonlocal n_embedded
+        nonlocal n_embedded, n_pending_samples
+        n_pending_samples = 0
         if not pending:
             return
         embs = np.asarray(backbone.embed([w for _, w, _ in pending]), dtype=np.float32)
@@ -187,7 +197,10 @@ def extract_embeddings(
             tick()
             continue
         first_of_hash[h] = i
+        if n_pending_samples + len(wave) > MAX_PENDING_SAMPLES:
+            flush()  # memory: held audio stays under the budget (or one clip, if longer)
         pending.append((i, wave, quality))
+        n_pending_samples += len(wave)
         if len(pending) >= batch_size:
             flush()
     flush()

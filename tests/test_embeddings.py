@@ -177,3 +177,27 @@ def test_real_dvector_with_cache(tmp_path: Path) -> None:
     again = extract_embeddings(paths, bb, cache=cache)
     assert again.n_cached == 3 and again.n_embedded == 0
     np.testing.assert_array_equal(res.embeddings, again.embeddings)
+
+
+def test_cached_clip_still_checked_against_min_speech(clips: dict[str, Path], tmp_path: Path) -> None:
+    """A clip cached under a lax --min-speech is rejected by a stricter later call, as if uncached."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    bb = CountingBackbone()
+    first = extract_embeddings([clips["ok1"]], bb, cache, min_speech_s=0.5)
+    assert len(first.paths_ok) == 1
+    strict = extract_embeddings([clips["ok1"]], bb, cache, min_speech_s=10.0)
+    uncached = extract_embeddings([clips["ok1"]], CountingBackbone(), None, min_speech_s=10.0)
+    assert strict.paths_ok == [] and strict.n_cached == 0
+    assert strict.problems == uncached.problems
+    assert "too little speech" in strict.problems[0][1]
+
+
+def test_long_clips_are_not_batched_together(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are cut by total decoded length too, so long recordings are not all held in memory."""
+    import srpl_cli.embeddings as emb
+
+    monkeypatch.setattr(emb, "MAX_PENDING_SAMPLES", 4 * SR)
+    bb = CountingBackbone()
+    res = extract_embeddings([clips[f"ok{i}"] for i in range(5)], bb, batch_size=16)
+    assert len(res.paths_ok) == 5
+    assert bb.calls == [3, 1, 1]  # 0.8+1+1.5 s, then 2.5 s, then 3 s (sorted by duration)

@@ -19,7 +19,6 @@ point (classes 0..14, the published scoring) and ``classes=[...]`` of length k k
 from __future__ import annotations
 
 import functools
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +67,10 @@ def safe_torch_load(path: str | Path) -> Any:
             return torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails in many ways on non-torch bytes (KeyError, ...)
+        first = type(exc).__name__ + (f": {str(exc).strip().splitlines()[0]}" if str(exc).strip() else "")
         raise DataError(
             f"{path}: refused to load: not a plain tensor/numpy file that loads without running code ({first[:200]})"
         ) from None

@@ -45,8 +45,8 @@ def _as_wave(wave: np.ndarray) -> np.ndarray:
 
 
 def _ratio_fraction(ratio: float) -> Fraction:
-    """A small rational approximation so torchaudio's polyphase resampler stays cheap."""
-    return Fraction(ratio).limit_denominator(24)
+    """A rational approximation within 0.25 % for ratios 0.75..1.35 (denominator <= 200: still cheap)."""
+    return Fraction(ratio).limit_denominator(200)
 
 
 def _resample_ratio(wave: np.ndarray, ratio: float) -> np.ndarray:
@@ -115,7 +115,7 @@ def pitch_shift(wave: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     """Shift F0 (and the whole spectrum) by ``semitones`` keeping the duration.
 
     Stretch by the pitch ratio, then resample back. Unlike ``torchaudio.functional.pitch_shift``
-    this accepts fractional semitones (the ratio is a fraction with denominator <= 24: within ~0.3 %).
+    this accepts fractional semitones (the ratio is a fraction with denominator <= 200: within 0.3 %).
     """
     wave = _as_wave(wave)
     if semitones == 0 or wave.size == 0:

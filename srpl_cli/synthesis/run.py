@@ -321,9 +321,13 @@ def synthesize(
         res = _apply_selection(cands, waves, backbone, select)
         tick()
 
+    from srpl_cli.synthesis.perturb import limit_peak
+
     real: list[Candidate] = []
     for uid, p in real_list:
-        real.append(Candidate("unknown", uid, _load(p), {"source": str(p), "real": True}))
+        # float files (and resampling overshoot) can exceed full scale: scale down rather than let the
+        # 16-bit writer clip; clips within full scale are copied unchanged
+        real.append(Candidate("unknown", uid, limit_peak(_load(p), 1.0), {"source": str(p), "real": True}))
         tick()
 
     report = SynthesisReport(out_dir, engine, seed)

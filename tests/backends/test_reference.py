@@ -40,6 +40,16 @@ def test_safe_torch_load_refuses_code(tmp_path, capsys) -> None:
         safe_torch_load(tmp_path / "missing.pth")
 
 
+def test_safe_torch_load_garbage_is_a_data_error(tmp_path) -> None:
+    """Non-torch bytes and directories give a DataError naming the file, never a traceback."""
+    (tmp_path / "text.pth").write_text("hello, not a checkpoint\n")
+    with pytest.raises(DataError, match="text.pth: refused"):
+        safe_torch_load(tmp_path / "text.pth")  # the legacy unpickler raised KeyError here
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(DataError, match="folder.pth: cannot read"):
+        safe_torch_load(tmp_path / "folder.pth")
+
+
 def _fake_checkpoint(path, dims=(8, 6, 4), in_dim=5, n_points=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     names = [("fc1", "bn1"), ("fc1_1", "bn1_1"), ("fc1_2", "bn1_2")]

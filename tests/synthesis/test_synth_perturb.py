@@ -164,3 +164,16 @@ def test_very_short_clips_survive_every_transform() -> None:
     ]:
         out = t.apply(short, SR)
         assert out.ndim == 1 and out.size > 0 and np.isfinite(out).all(), t.name
+
+
+def test_pitch_ratio_is_within_documented_precision() -> None:
+    """The rational resampling ratio stays within 0.3 % of 2^(s/12) (denominator 24 was off by 2 %)."""
+    for s in np.arange(-5.0, 5.0, 0.01):
+        frac = P._ratio_fraction(2.0 ** (s / 12.0))
+        assert float(frac) / 2.0 ** (s / 12.0) == pytest.approx(1.0, abs=0.003), s
+
+
+@pytest.mark.parametrize("semitones", [-0.5, -0.3645, 0.7])
+def test_small_pitch_shifts_are_accurate(tone: np.ndarray, semitones: float) -> None:
+    out = P.pitch_shift(tone, SR, semitones)
+    assert f0_median(out) / f0_median(tone) == pytest.approx(2 ** (semitones / 12), rel=0.004)

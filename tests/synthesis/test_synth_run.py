@@ -132,6 +132,19 @@ def test_real_unknown_dir_is_copied(tmp_path: Path, enroll) -> None:
     assert sorted(p.parent.name for p in unknown) == ["real-carol", "real-dave"]
 
 
+def test_real_unknown_over_full_scale_is_scaled_not_clipped(tmp_path: Path, enroll) -> None:
+    """A float WAV peaking at 2.0 is scaled into range on copy; hard clipping would distort the voice."""
+    others = tmp_path / "others"
+    others.mkdir()
+    loud = 2.0 * _voice(300, 5) / np.max(np.abs(_voice(300, 5)))
+    sf.write(others / "erin.wav", loud, SR, subtype="FLOAT")
+    synthesize(enroll, tmp_path / "o", variants=0, unknown_speakers=0, seed=0, unknown_dir=others)
+    _, unknown = read_synthetic(tmp_path / "o")
+    out, _ = sf.read(unknown[0], dtype="float32")
+    assert np.max(np.abs(out)) <= 1.0
+    np.testing.assert_allclose(out, loud / 2.0, atol=2e-4)  # same shape, only the level changed
+
+
 def test_refuses_foreign_dirs_and_replaces_previous_output(tmp_path: Path, enroll) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
