@@ -89,7 +89,7 @@ def read_embedding_split(root: Path, split: str) -> EmbeddingSplit:
     if not base.is_dir():
         raise DataError(f"{base}: missing (expected the authors' layout {root}/{split}/<speaker>/<n>.npy)")
     X, y, order, paths = [], [], [], []
-    spk_dirs = [d for d in base.iterdir() if d.is_dir()]
+    spk_dirs = [d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if not spk_dirs:
         raise DataError(f"{base}: no speaker folders")
     for d in spk_dirs:
@@ -97,7 +97,10 @@ def read_embedding_split(root: Path, split: str) -> EmbeddingSplit:
             spk = int(d.name)
         except ValueError:
             raise DataError(f"{d}: speaker folders of an embedding dataset must be integers") from None
-        files = sorted((f for f in d.iterdir() if f.suffix in {".npy", ".pt", ".pth"}), key=_numeric_key)
+        files = sorted(
+            (f for f in d.iterdir() if f.suffix in {".npy", ".pt", ".pth"} and not f.name.startswith(".")),
+            key=_numeric_key,
+        )
         for i, f in enumerate(files):
             X.append(load_embedding_file(f))
             y.append(spk)
@@ -175,22 +178,41 @@ def read_speaker_folders(root: str | Path, min_speakers: int = 1) -> dict[str, l
 def read_manifest(path: Path) -> dict[str, list[Path]]:
     """CSV with a header naming ``path`` and ``speaker`` columns; relative paths are relative to the CSV."""
     speakers: dict[str, list[Path]] = {}
+    speaker_of: dict[Path, str] = {}
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: Excel writes a BOM
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "path" not in fields or "speaker" not in fields:
                 raise DataError(f"{path}: a manifest needs a header with 'path' and 'speaker' columns")
             for lineno, row in enumerate(reader, start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                # cells beyond the header land under the key None as a list: ignore them
+                row = {
+                    k.strip().lower(): (v or "").strip()
+                    for k, v in row.items()
+                    if isinstance(k, str) and not isinstance(v, list)
+                }
                 if not row["path"] or not row["speaker"]:
                     raise DataError(f"{path}:{lineno}: empty path or speaker")
                 clip = Path(row["path"])
                 if not clip.is_absolute():
                     clip = path.parent / clip
+                # a clip listed twice would be its own held-out twin during calibration
+                if clip in speaker_of:
+                    if speaker_of[clip] != row["speaker"]:
+                        raise DataError(
+                            f"{path}:{lineno}: {row['path']} is listed for both "
+                            f"'{speaker_of[clip]}' and '{row['speaker']}'"
+                        )
+                    continue
+                speaker_of[clip] = row["speaker"]
                 speakers.setdefault(row["speaker"], []).append(clip)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text CSV manifest") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a valid CSV manifest ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read manifest ({exc.strerror or exc})") from None
     if not speakers:
         raise DataError(f"{path}: manifest lists no clips")
     return speakers

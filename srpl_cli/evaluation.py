@@ -100,6 +100,29 @@ def parse_known(text: str | None, counts: bool = True) -> tuple[int | None, list
     return None, parse_speaker_range(text)
 
 
+def known_names(text: str, labels: np.ndarray) -> list[str]:
+    """``--known`` as speaker folder names, for audio data (clips labelled by folder name).
+
+    ``alice,bob`` names folders; a numeric id or range (``1688``, ``0-4``) also matches folders whose
+    name is that number (``03`` matches 3). Names that match nothing are left for the protocol to report.
+    """
+    from srpl_cli.datasets import parse_speaker_range
+
+    names = {str(v) for v in np.unique(labels)}
+    by_number = {int(n): n for n in names if n.isdigit()}
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part in names or not part.replace("-", "").isdigit():
+            out.append(part)
+        else:
+            out.extend(by_number.get(i, str(i)) for i in parse_speaker_range(part))
+    if not out:
+        raise DataError(f"invalid speaker list '{text}'")
+    return sorted(set(out))
+
+
 # ---------------------------------------------------------------- loading data
 def load_embedding_data(root: Path, cs_my: bool) -> EvalData:
     from srpl_cli.datasets import read_embedding_dataset
@@ -138,13 +161,17 @@ def load_audio_data(
     bb = load_backbone(backbone, backbone_source)
     paths = [p for clips in speakers.values() for p in clips]
     labels = [s for s, clips in speakers.items() for _ in clips]
+    if unknown_dir is not None and not Path(unknown_dir).is_dir():  # a typo must not drop the unknown pool
+        raise DataError(f"{unknown_dir}: no such directory (--unknown-dir)")
     extra = collect_audio([unknown_dir]) if unknown_dir is not None else []
     res = embed_clips(paths + extra, bb, workspace, progress)
     label_of = {str(p): s for p, s in zip(paths, labels, strict=True)}
     extra_set = {str(p) for p in extra}
     ok = [str(p) for p in res.paths_ok]
     y = np.array([label_of.get(p, f"__other__{i}") for i, p in enumerate(ok)], dtype=object)
-    never = np.array([p in extra_set and p not in label_of for p in ok])
+    never = np.array([p in extra_set and p not in label_of for p in ok], dtype=bool)
+    if extra and not never.any():
+        raise DataError(f"{unknown_dir}: no usable unknown-speaker clip")
     enroll_mask = None
     if enroll_glob:
         enroll_mask = np.array([fnmatch.fnmatch(Path(p).name, enroll_glob) for p in ok])
@@ -230,8 +257,11 @@ def run_folds(
     keep_scores: bool = False,
     progress: Progress = None,
 ) -> FoldsReport:
-    n_known, known_list = parse_known(known)
     X, y = data.X, data.y
+    if known is not None and not known.strip().isdigit() and y.dtype.kind in "USO":
+        n_known, known_list = None, known_names(known, y)  # audio: speakers are folder names
+    else:
+        n_known, known_list = parse_known(known)
     enroll_mask, never = data.enroll_mask, data.never_known
     if data.X_train is not None:  # folds draw from every labelled clip
         X = np.concatenate([data.X_train, X])
@@ -272,10 +302,18 @@ def run_fixed_split(
 ) -> SplitReport:
     """The reference scripts' protocol: train on emb_train (or the first N files), test on emb_test."""
     _, known_list = parse_known(known, counts=False)
+    if shots is not None and shots < 1:
+        raise UsageError("--shots must be at least 1")
     X, y = data.X, data.y
     if data.X_train is not None and shots is None:
         Xtr, ytr = data.X_train, data.y_train
-        known_ids = sorted(set(known_list) if known_list else set(np.unique(ytr).tolist()))
+        train_ids = set(np.unique(ytr).tolist())
+        known_ids = sorted(set(known_list) if known_list else train_ids)
+        missing = [k for k in known_ids if k not in train_ids]
+        if missing:  # a known speaker the model never saw would be scored against nothing
+            raise DataError(
+                f"known speakers {missing[:10]} have no clips in emb_train/ (it has {sorted(train_ids)[:20]})"
+            )
         keep = np.isin(ytr, known_ids)
         Xtr, ytr = Xtr[keep], ytr[keep]
         is_known = np.isin(y, known_ids)
@@ -294,6 +332,8 @@ def run_fixed_split(
         protocol = {"split": f"first {shots} files of each known speaker", "known": known_list}
     if len(test_unknown) == 0:
         raise DataError("no unknown speakers in the test split")
+    if len(test_known) == 0:
+        raise DataError(f"none of the known speakers {protocol['known'][:10]} has test clips in emb_test/")
     fit = _fit(calibrate)
     results = {}
     for m in methods:
@@ -317,6 +357,8 @@ def run_checkpoint(
     if not known_ids:
         raise DataError("none of the checkpoint's speakers occur in emb_test; give --known")
     is_known = np.isin(data.y, known_ids)
+    if not is_known.any():
+        raise DataError(f"none of the known speakers {known_ids[:10]} has clips in emb_test/")
     if is_known.all():
         raise DataError("no unknown speakers in emb_test")
     res = score_method(model, data.X[is_known], data.y[is_known], data.X[~is_known], keep_scores)

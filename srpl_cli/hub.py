@@ -92,7 +92,13 @@ def unpack_archives(root: Path) -> list[Path]:
                     zf.extractall(tmp)
             else:
                 with tarfile.open(archive) as tf:
-                    tf.extractall(tmp, filter="data")
+                    if hasattr(tarfile, "data_filter"):
+                        tf.extractall(tmp, filter="data")
+                    else:  # Python < 3.10.12 has no extraction filters: check paths, skip links
+                        members = [m for m in tf.getmembers() if m.isfile() or m.isdir()]
+                        for m in members:
+                            _check_member(tmp, m.name, archive)
+                        tf.extractall(tmp, members=members)
         except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DataError(f"{archive}: cannot unpack ({exc}); delete it and download again") from None
@@ -115,14 +121,18 @@ def discover_datasets(root: Path, prefix: str = "") -> dict[str, dict[str, Any]]
     found: dict[str, dict[str, Any]] = {}
     for split_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name in SPLITS):
         ds = split_dir.parent
-        if any(part.startswith(".") for part in ds.relative_to(root).parts):
+        # hidden folders and the AppleDouble copies macOS zips carry (__MACOSX/<same layout>/._0.npy)
+        if any(part.startswith(".") or part == "__MACOSX" for part in ds.relative_to(root).parts):
             continue
         key = str(ds)
         if any(e["path"] == key for e in found.values()):
             continue
         name = ds.name if ds != root else (prefix or root.name)
-        if name in found:  # same folder name in two places: qualify with the parent
-            name = f"{ds.parent.name}-{ds.name}"
+        if name in found:  # same folder name in two places: qualify with the parent (and a number)
+            name = base = f"{ds.parent.name}-{ds.name}"
+            n = 2
+            while name in found:
+                name, n = f"{base}-{n}", n + 1
         splits = sorted(p.name for p in ds.iterdir() if p.is_dir() and p.name in SPLITS)
         checkpoints = sorted(str(p) for p in ds.rglob("*.pth"))
         if not checkpoints:
@@ -145,7 +155,8 @@ def download_datasets(
     found: dict[str, dict[str, Any]] = {}
     for repo in repos:
         local = ws.downloads_dir / repo.replace("/", "__")
-        path = snapshot(repo, local, False)
+        # absolute: the registry is read by `evaluate --dataset` from any working directory
+        path = Path(snapshot(repo, local, False)).absolute()
         unpack_archives(path)
         for ds_name, entry in discover_datasets(path).items():
             entry["repo"] = repo

@@ -17,6 +17,7 @@ import numpy as np
 
 from srpl_cli._version import __version__
 from srpl_cli.backbones import DEFAULT_BACKBONE
+from srpl_cli.embeddings import EmbeddingCache
 from srpl_cli.errors import DataError, StateError, UsageError
 from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
 
@@ -111,15 +112,33 @@ def embed_clips(
     min_speech_s: float = 0.5,
 ) -> Any:
     """Embed clips through the workspace cache (no clip is embedded twice). Returns ExtractionResult."""
-    from srpl_cli.embeddings import EmbeddingCache, extract_embeddings
+    from srpl_cli.embeddings import extract_embeddings
 
     cache = None
     if workspace is not None:
         workspace.ensure()
-        cache = EmbeddingCache(workspace.cache_dir)
+        cache = _ReadMostlyCache(workspace.cache_dir)
     return extract_embeddings(
         list(paths), backbone, cache=cache, progress=progress, min_speech_s=min_speech_s
     )
+
+
+class _ReadMostlyCache(EmbeddingCache):
+    """The embedding cache, where a failed write (read-only workspace, full disk) only costs embedding
+    the clip again next time: `identify` and `evaluate` read a workspace and must work on a read-only one."""
+
+    warned = False
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().put(*args, **kwargs)
+        except OSError as exc:
+            if not self.warned:
+                log.warning(
+                    "cannot write the embedding cache %s (%s): nothing cached", self.root, exc.strerror or exc
+                )
+                self.warned = True
+            return None
 
 
 def _embed_map(
@@ -195,7 +214,10 @@ def enroll(
     bb = _backbone or load_backbone(backbone, backbone_source)
     X_by, used, report = _embed_speakers(speakers, bb, ws, shots, progress, min_speech_s)
     if not X_by:
-        raise DataError(f"{source}: no usable clip for any speaker ({len(report.problems)} problem(s))")
+        first = f", first: {report.problems[0].path}: {report.problems[0].reason}" if report.problems else ""
+        raise DataError(
+            f"{source}: no usable clip for any speaker ({len(report.problems)} problem(s){first})"
+        )
     with ws.lock():
         for s, X in X_by.items():
             info = {
@@ -315,7 +337,7 @@ def held_out_scores(
             Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
             m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
             genuine.append(m.score_samples(X[held]))
-            if u_fold is not None:
+            if u_fold is not None and (u_fold == r).any():  # fewer unknowns than rounds: some hold none
                 impostor.append(m.score_samples(X_unknown[u_fold == r]))
     if len(classes) >= 3:  # the model left after removing a group must still know 2 speakers
         n_groups = min(max_speaker_groups, len(classes))
@@ -392,7 +414,8 @@ def tune(
         "method": method,
         "backbone": bb.name,
         "backbone_id": bb.identifier,
-        "backbone_source": str(backbone_source) if backbone_source else None,
+        # absolute: identify reuses it from whatever directory it is run in
+        "backbone_source": str(Path(backbone_source).expanduser().absolute()) if backbone_source else None,
         "speakers": names,
         "shots": shots,
         "clips": {s: [str(p) for p in used[s]] for s in names},
@@ -436,7 +459,9 @@ def load_model(
     try:
         info = mv.tune_info
     except (OSError, ValueError):
-        raise StateError(f"model {mv.path} is incomplete (no tune.json); tune again") from None
+        raise StateError(f"model {mv.path} is incomplete (no readable tune.json); tune again") from None
+    if not isinstance(info, dict) or not isinstance(info.get("backbone"), str):
+        raise StateError(f"model {mv.path}: tune.json does not name the backbone; tune again")
     return load_backend(mv.path), info, mv
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from srpl_cli.errors import DataError
+from srpl_cli.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ def few_shot_folds(
     y = np.asarray(y)
     n = len(y)
     if n_shots < 1:
-        raise DataError("--shots must be at least 1")
+        raise UsageError("--shots must be at least 1")
     if n_folds < 1:
-        raise DataError("--folds must be at least 1")
+        raise UsageError("--folds must be at least 1")
     enroll_mask = np.ones(n, bool) if enroll_mask is None else np.asarray(enroll_mask, bool)
     never_known = np.zeros(n, bool) if never_known is None else np.asarray(never_known, bool)
     speakers = np.unique(y[~never_known])
@@ -165,7 +165,14 @@ class FoldsReport:
             "protocol": self.protocol,
             "folds": len(self.folds),
             "summary": self.summary(),
-            "per_fold": [{m: r.metrics for m, r in f.items()} for f in self.folds],
+            # percent like the summary (min_dcf a plain number): one JSON object, one unit
+            "per_fold": [
+                {
+                    m: {k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()}
+                    for m, r in f.items()
+                }
+                for f in self.folds
+            ],
         }
 
 

@@ -153,9 +153,16 @@ class Workspace:
                 f"workspace {self.root} is busy: another srpl command is writing to it",
                 hint="wait for it to finish, or use another --workspace",
             ) from None
+        except OSError as exc:  # read-only file system, no permission
+            raise WorkspaceError(f"cannot write to workspace {self.root}: {exc.strerror or exc}") from None
         try:
             self._clean_tmp()
             yield self
+        except OSError as exc:  # what writers do under the lock is workspace I/O (disk full, ...)
+            raise WorkspaceError(
+                f"writing to workspace {self.root} failed: {exc.strerror or exc}"
+                + (f" ({exc.filename})" if exc.filename else "")
+            ) from None
         finally:
             lock.release()
 
@@ -167,7 +174,11 @@ class Workspace:
                 pid = int(entry.name.split("-")[0])
             except ValueError:
                 pid = -1
-            if (pid > 0 and not _pid_alive(pid)) or now - entry.stat().st_mtime > _STALE_TMP_S:
+            try:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TMP_S
+            except FileNotFoundError:  # a reader (evaluate --cs-my) removed its own build meanwhile
+                continue
+            if (pid > 0 and not _pid_alive(pid)) or stale:
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
     @contextmanager
@@ -227,7 +238,8 @@ class Workspace:
         d = self.models_dir / check_name(name, "model name")
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+        versions = [p.name for p in d.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+        return sorted(versions, key=lambda v: int(v[1:]))  # by number: v10000 comes after v9999
 
     def commit_model(self, build: Path, name: str = DEFAULT_MODEL) -> ModelVersion:
         """Move a completely written model directory into place as a new version, then point CURRENT

@@ -116,3 +116,28 @@ def test_collect_audio(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no audio"):
         collect_audio([tmp_path / "empty"])
+
+
+def test_manifest_extra_cells_duplicates_conflicts_and_bom(tmp_path):
+    m = tmp_path / "m.csv"
+    # a row with more cells than the header (csv puts them under None) used to crash with AttributeError
+    m.write_text("path,speaker\na.wav,alice,extra\na.wav,alice\nb.wav,bob\n")
+    speakers = read_speaker_folders(m)
+    # the duplicate row is dropped: a clip listed twice would be its own held-out twin in calibration
+    assert speakers == {"alice": [tmp_path / "a.wav"], "bob": [tmp_path / "b.wav"]}
+    m.write_text("path,speaker\na.wav,alice\na.wav,bob\n")
+    with pytest.raises(DataError, match="both 'alice' and 'bob'"):
+        read_speaker_folders(m)
+    m.write_bytes(b"\xef\xbb\xbfpath,speaker\na.wav,alice\n")  # Excel's UTF-8 BOM
+    assert read_speaker_folders(m) == {"alice": [tmp_path / "a.wav"]}
+
+
+def test_hidden_files_in_embedding_dataset_are_ignored(tmp_path):
+    from srpl_cli.datasets import read_embedding_split
+
+    (tmp_path / "emb_test" / "0").mkdir(parents=True)
+    (tmp_path / "emb_test" / ".ipynb_checkpoints").mkdir()  # used to be "folders must be integers"
+    np.save(tmp_path / "emb_test" / "0" / "0.npy", np.ones(4, np.float32))
+    (tmp_path / "emb_test" / "0" / "._0.npy").write_bytes(b"\x00\x05\x16\x07junk")  # macOS AppleDouble
+    split = read_embedding_split(tmp_path, "emb_test")
+    assert split.X.shape == (1, 4)

@@ -139,3 +139,41 @@ def test_cli_download_usage_errors(tmp_path):
         timeout=60,
     )
     assert r.returncode == 5 and "Traceback" not in r.stderr
+
+
+def test_registry_paths_are_absolute_and_names_never_collide(tmp_path, monkeypatch):
+    # a relative --workspace used to register relative paths: `evaluate --dataset` then failed elsewhere
+    monkeypatch.chdir(tmp_path)
+    found = download_datasets("all", Workspace("ws"), snapshot=fake_release)
+    assert all(Path(e["path"]).is_absolute() for e in found.values())
+    monkeypatch.chdir("/")
+    assert all(Path(e["path"]).is_dir() for e in Workspace(tmp_path / "ws").datasets().values())
+    # the same folder name three times: the third used to overwrite the second silently
+    for parent in ("a", "b", "c"):
+        _emb_dataset(tmp_path / "rel" / "x" / parent / "same", speakers=(0,), n=1)
+    _emb_dataset(tmp_path / "rel" / "y" / "a" / "same", speakers=(0,), n=1)
+    assert len(discover_datasets(tmp_path / "rel")) == 4
+
+
+def test_unpack_tar_without_extraction_filters(tmp_path, monkeypatch):
+    """Python < 3.10.12 (allowed by requires-python) has no tarfile filters: extractall(filter=) failed."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    src = tmp_path / "src"
+    _emb_dataset(src / "set")
+    with tarfile.open(tmp_path / "pack.tar", "w") as tf:
+        tf.add(src / "set", arcname="set")
+    assert unpack_archives(tmp_path) == [tmp_path / "pack"]
+    assert "set" in discover_datasets(tmp_path / "pack")
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    with tarfile.open(evil / "e.tar", "w") as tf:
+        tf.add(src / "set" / "emb_test" / "0" / "0.npy", arcname="../../outside.npy")
+    with pytest.raises(DataError, match="outside"):
+        unpack_archives(evil)
+
+
+def test_macos_zip_debris_is_not_a_dataset(tmp_path):
+    _emb_dataset(tmp_path / "qualcomm")
+    _emb_dataset(tmp_path / "__MACOSX" / "qualcomm")  # AppleDouble mirror of a zip made on macOS
+    found = discover_datasets(tmp_path)
+    assert list(found) == ["qualcomm"] and found["qualcomm"]["path"] == str(tmp_path / "qualcomm")

@@ -63,3 +63,87 @@ def test_first_n_split_uses_numeric_order():
     assert sorted(f.enroll.tolist()) == [1, 2, 3, 4]
     assert f.test_known.tolist() == [0, 5]
     assert f.test_unknown.tolist() == [6, 7]
+
+
+def test_bad_shots_or_folds_are_usage_errors():
+    from srpl_cli.errors import UsageError
+
+    y = _labels(4, 3)
+    with pytest.raises(UsageError, match="--shots"):
+        few_shot_folds(y, 2, 0, 2)
+    with pytest.raises(UsageError, match="--folds"):
+        few_shot_folds(y, 2, 1, 0)
+
+
+def test_evaluation_known_ids_must_exist_in_the_data(monkeypatch):
+    from srpl_cli.evaluation import EvalData, known_names, run_checkpoint, run_fixed_split
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, 8))
+    y_tr = np.repeat([0, 1, 2], 4)
+    y_te = np.repeat([0, 1, 2, 5, 6], 3)
+    data = EvalData(
+        (centers[y_te] + 0.1 * rng.normal(size=(len(y_te), 8))).astype(np.float32),
+        y_te,
+        X_train=(centers[y_tr] + 0.1 * rng.normal(size=(len(y_tr), 8))).astype(np.float32),
+        y_train=y_tr,
+    )
+    # 5 is a test speaker with no training clips: was a KeyError deep in score_method
+    with pytest.raises(DataError, match=r"\[5\] have no clips in emb_train"):
+        run_fixed_split(data, ["cosine"], "0,1,5", None, 0)
+    report = run_fixed_split(data, ["cosine"], "0,1", None, 0)
+    assert report.protocol["known"] == [0, 1]
+    # audio data labels clips by folder name: --known names or numbers must map onto those strings
+    labels = np.array(["03", "08", "alice", "1688"])
+    assert known_names("alice,1688", labels) == ["1688", "alice"]
+    # "03" matches 3; unmatched ids ("4") are left for the protocol to report as not found
+    assert {"03", "08", "4"} <= set(known_names("3-8", labels))
+
+    class _Model:
+        classes_ = np.array([0, 1, 2, 3])
+
+    monkeypatch.setattr("srpl_cli.evaluation.load_checkpoint", lambda path: (_Model(), "m"))
+    with pytest.raises(DataError, match="has clips in emb_test"):
+        run_checkpoint(data, "x", "3")  # a class of the checkpoint with no test clips: was "X is empty"
+
+
+def test_folds_json_uses_one_unit():
+    from srpl_cli.protocols import FoldsReport, MethodResult
+
+    report = FoldsReport(["cosine"], baseline="cosine")
+    for acc in (0.5, 1.0):
+        report.folds.append({"cosine": MethodResult({"acc": acc, "min_dcf": 0.25})})
+    d = report.to_dict()
+    assert d["summary"]["cosine"]["acc"]["mean"] == 75.0
+    # per_fold used to be fractions beside a summary in percent
+    assert [f["cosine"]["acc"] for f in d["per_fold"]] == [50.0, 100.0]
+    assert d["per_fold"][0]["cosine"]["min_dcf"] == 0.25
+
+
+def test_evaluate_audio_missing_unknown_dir_is_an_error(tmp_path):
+    """A mistyped --unknown-dir used to be one more 'skipped clip' and the pool silently vanished."""
+    from srpl_cli.evaluation import load_audio_data
+    from srpl_cli.workspace import Workspace
+
+    for spk in ("a", "b", "c"):
+        (tmp_path / "data" / spk).mkdir(parents=True)
+        (tmp_path / "data" / spk / "0.wav").write_bytes(b"")
+    with pytest.raises(DataError, match="no such directory"):
+        load_audio_data(
+            tmp_path / "data", "dvector", Workspace(tmp_path / "ws"), None, tmp_path / "typo", None, None
+        )
+
+
+def test_calibration_with_fewer_unknown_samples_than_rounds():
+    """tune --unknown-dir with 1 clip (or --synthetic with 2 voices) failed with "error: X is empty"."""
+    from srpl_cli.pipeline import fit_backend, held_out_scores
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8))
+    y = np.repeat(["a", "b", "c"], 4)
+    X = (centers[np.repeat([0, 1, 2], 4)] + 0.2 * rng.normal(size=(12, 8))).astype(np.float32)
+    X_unknown = rng.normal(size=(1, 8)).astype(np.float32)
+    genuine, impostor = held_out_scores("cosine", {}, X, y, X_unknown)
+    assert len(genuine) == 12 and len(impostor) == 1 + 12  # the one unknown, once; plus left-out speakers
+    model, info = fit_backend("cosine", X, y, X_unknown)
+    assert info["heldout_impostor"] == 13 and np.isfinite(model.threshold_)

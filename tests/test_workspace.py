@@ -129,3 +129,58 @@ def test_dataset_registry(tmp_path):
         ws.register_datasets({"a": {"path": "/x"}})
         ws.register_datasets({"b": {"path": "/y"}})
     assert sorted(ws.datasets()) == ["a", "b"]
+
+
+def test_unwritable_workspace_is_a_workspace_error(tmp_path, monkeypatch):
+    import filelock
+
+    ws = Workspace(tmp_path / "ws").ensure()
+
+    def refuse(self, *a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
+    with pytest.raises(WorkspaceError, match="cannot write to workspace"):
+        with ws.lock():
+            pass
+    monkeypatch.undo()
+    # I/O failing under the lock (disk full, ...) is a workspace error too, not an internal error
+    with pytest.raises(WorkspaceError, match="No space left"):
+        with ws.lock():
+            raise OSError(28, "No space left on device")
+
+
+def test_embedding_cache_write_failure_is_not_fatal(tmp_path):
+    """identify/evaluate only read a workspace: a read-only cache must not stop them."""
+    from srpl_cli.audio import AudioQuality
+    from srpl_cli.pipeline import _ReadMostlyCache
+
+    (tmp_path / "file").write_text("")
+    cache = _ReadMostlyCache(tmp_path / "file")  # a file where the cache folder should be: mkdir fails
+    quality = AudioQuality(duration_s=1.0, speech_s=1.0, speech_ratio=1.0, clipped_ratio=0.0, rms_dbfs=-20.0)
+    assert cache.put("ab" * 32, "bb", np.zeros(4, np.float32), quality) is None
+
+
+def test_model_versions_sort_by_number(tmp_path):
+    ws = Workspace(tmp_path).ensure()
+    for v in ("v9999", "v10000", "v0002"):
+        (ws.models_dir / "m" / v).mkdir(parents=True)
+    assert ws.model_versions("m") == ["v0002", "v9999", "v10000"]
+
+
+def test_tmp_entry_vanishing_during_cleanup_is_fine(tmp_path, monkeypatch):
+    """A reader (evaluate --cs-my) removes its own tmp/ build while a writer cleans tmp/."""
+    from pathlib import Path
+
+    ws = Workspace(tmp_path).ensure()
+    (ws.tmp_dir / f"{os.getpid()}-synth-fold0-abcd").mkdir()
+    real_stat = Path.stat
+
+    def vanished(self, *a, **k):
+        if self.name.endswith("abcd"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, *a, **k)
+
+    monkeypatch.setattr(Path, "stat", vanished)
+    with ws.lock():  # used to fail the writer with FileNotFoundError
+        pass

@@ -47,6 +47,6 @@ def load_backend(path: str | Path) -> OpenSetClassifier:
     try:
         meta = json.loads(meta_path.read_text())
         name = meta["backend"]
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{meta_path}: unreadable model metadata ({exc})") from None
     return backend_class(name).load(path)

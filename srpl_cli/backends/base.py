@@ -189,12 +189,17 @@ class OpenSetClassifier:
             raise DataError(f"{path}: incomplete saved model ({exc.filename} missing)") from None
         except (ValueError, SafetensorError) as exc:
             raise DataError(f"{path}: corrupt saved model ({exc})") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: corrupt saved model (meta.json is not an object)")
         if meta.get("backend") != cls.name:
             raise DataError(f"{path}: holds a '{meta.get('backend')}' model, not '{cls.name}'")
-        obj = cls(**meta["params"])
-        obj.classes_ = np.asarray(meta["classes"])
-        obj.n_features_in_ = int(meta["n_features_in"])
-        obj.threshold_ = float(meta["threshold"])
+        try:  # a hand-edited or foreign meta.json: say so instead of a KeyError / TypeError
+            obj = cls(**meta["params"])
+            obj.classes_ = np.asarray(meta["classes"])
+            obj.n_features_in_ = int(meta["n_features_in"])
+            obj.threshold_ = float(meta["threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: corrupt saved model (meta.json: {type(exc).__name__}: {exc})") from None
         obj.metadata_ = meta.get("metadata", {})
         obj._set_state(arrays, meta.get("extra", {}))
         return obj

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # piped or redirected results keep whole table rows (rich would assume 80 columns and truncate cells)
@@ -30,11 +31,12 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
+    """``message`` is plain text (file names may hold ``[...]``, which rich would take as markup)."""
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(message, markup=False, highlight=False)
 
 
 @contextmanager

@@ -61,7 +61,7 @@ def download(
             else:
                 result["models"][name] = str(download_model(name))
             if not json_:
-                out.print(f"{name}: {result['models'][name]}", highlight=False)
+                out.print(f"{name}: {result['models'][name]}", markup=False, highlight=False)
     if dataset is not None:
         from srpl_cli.hub import download_datasets
         from srpl_cli.workspace import Workspace
@@ -70,13 +70,16 @@ def download(
         found = download_datasets(dataset, Workspace(workspace))
         result["datasets"] = found
         if not json_:
+            from rich.markup import escape
             from rich.table import Table
 
             table = Table(title="registered datasets (use: srpl evaluate --dataset NAME)")
             for col in ("name", "splits", "checkpoints", "path"):
                 table.add_column(col)
             for name, e in sorted(found.items()):
-                table.add_row(name, ", ".join(e["splits"]), str(len(e["checkpoints"])), e["path"])
+                table.add_row(
+                    escape(name), ", ".join(e["splits"]), str(len(e["checkpoints"])), escape(e["path"])
+                )
             out.print(table)
     if json_:
         print_json(result)

@@ -54,13 +54,14 @@ def enroll(
 
 
 def render_enrollment(report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from srpl_cli.cli._output import out, warn
 
     for p in report.problems:
         warn(f"skipped {p.path}: {p.reason}")
-    table = Table(title=f"enrolled with {report.backbone} ({report.workspace})")
+    table = Table(title=escape(f"enrolled with {report.backbone} ({report.workspace})"))
     table.add_column("speaker")
     table.add_column("clips used", justify="right")
     table.add_column("audio (s)", justify="right")

@@ -57,7 +57,8 @@ def evaluate(
     known: Annotated[
         str | None,
         typer.Option(
-            "--known", help="Known speakers: ids (0-4, 0,2,7) or, with --folds, a count drawn per fold."
+            "--known",
+            help="Known speakers: ids (0-4, 0,2,7) or audio folder names (alice,bob); with --folds, a count drawn per fold.",
         ),
     ] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Enrollment clips per known speaker.")] = None,
@@ -95,8 +96,17 @@ def evaluate(
     from srpl_cli.errors import UsageError
     from srpl_cli.workspace import Workspace
 
+    if folds is not None and folds < 1:
+        raise UsageError("--folds must be at least 1")
+    if shots is not None and shots < 1:
+        raise UsageError("--shots must be at least 1")
     if (data is None) == (dataset is None):
         raise UsageError("give exactly one of --data DIR or --dataset NAME")
+    if plot is not None:  # before minutes of work, not after
+        try:
+            plot.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--plot {plot}: cannot create that folder ({exc.strerror or exc})") from None
     ws = Workspace(workspace)
     root = data if data is not None else ev.resolve_dataset(dataset, ws)
     if not root.exists():
@@ -106,6 +116,10 @@ def evaluate(
         raise UsageError("--checkpoint scores a fixed model: it does not combine with --folds or --method")
     with progress_bar("embedding clips", quiet or json_) as progress:
         if embedding_data:
+            if unknown_dir is not None or enroll_glob is not None:  # would be silently ignored
+                raise UsageError(
+                    "--unknown-dir and --enroll-glob apply to audio folders, not embedding datasets"
+                )
             edata = ev.load_embedding_data(root, cs_my and checkpoint is None)
         else:
             if checkpoint is not None:
@@ -155,6 +169,7 @@ def _plot(report, plot_dir: Path) -> None:
 
 
 def _render(report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from srpl_cli.cli._output import out
@@ -171,7 +186,9 @@ def _render(report) -> None:
     if isinstance(report, FoldsReport):
         p = report.protocol
         table = Table(
-            title=f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}",
+            title=escape(
+                f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}"
+            ),
             caption="mean±std (%); Δ = paired difference to cosine (wins/folds); --json: all metrics",
         )
         fold_cols = [
@@ -198,7 +215,9 @@ def _render(report) -> None:
             table.add_row(*row)
     else:
         table = Table(
-            title=str(report.protocol.get("split") or report.protocol.get("checkpoint") or "evaluation")
+            title=escape(
+                str(report.protocol.get("split") or report.protocol.get("checkpoint") or "evaluation")
+            )
         )
         table.add_column("method")
         for _, label in cols:

@@ -52,6 +52,7 @@ def identify(
         for r in results:
             print_json(r.to_dict())
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table()
@@ -64,7 +65,7 @@ def identify(
             if r.error:
                 continue
             who = r.speaker if r.speaker is not None else "[dim]unknown[/dim]"
-            row = [r.path, who, f"{r.score:.3f}"]
+            row = [escape(r.path), who, f"{r.score:.3f}"]
             if top_k > 1:
                 row.append(", ".join(f"{s} {v:.3f}" for s, v in r.top))
             table.add_row(*row)

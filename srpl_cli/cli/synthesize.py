@@ -110,9 +110,10 @@ def synthesize(
     if json_:
         print_json(data)
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{data['engine']} synthesis (seed {data['seed']}) -> {data['out_dir']}")
+    table = Table(title=escape(f"{data['engine']} synthesis (seed {data['seed']}) -> {data['out_dir']}"))
     for col in ("role", "kept", "dropped by selection"):
         table.add_column(col, justify="left" if col == "role" else "right")
     table.add_row("speaker variants", str(data["known_kept"]), str(data["known_dropped"]))

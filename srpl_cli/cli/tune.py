@@ -94,8 +94,10 @@ def tune(
         return
     render_enrollment(report.enrollment)
     cal = report.calibration
+    used = sorted(s.clips_used for s in report.enrollment.speakers if s.clips_used)
+    clips = f"{used[0]}" if used[0] == used[-1] else f"{used[0]}-{used[-1]}"
     out.print(
-        f"tuned [b]{report.method}[/b] on {len(report.speakers)} speakers x {report.shots} clips "
+        f"tuned [b]{report.method}[/b] on {len(report.speakers)} speakers x {clips} clips "
         f"({report.backbone}, {report.n_unknown} unknown samples) -> model '{report.model}' {report.version}"
     )
     out.print(f"threshold {report.threshold:.4f}: {cal['rule']}", highlight=False)

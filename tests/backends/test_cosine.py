@@ -42,3 +42,18 @@ def test_one_clip_per_speaker_is_fine(per: int) -> None:
     X = np.eye(4, dtype=np.float32)[:2].repeat(per, axis=0)
     est = CosineBackend().fit(X, np.repeat([0, 1], per))
     np.testing.assert_allclose(est.decision_function(X[:1]), [[1.0, 0.0]], atol=1e-6)
+
+
+def test_hand_edited_meta_json_is_a_data_error(tmp_path) -> None:
+    import json
+
+    from srpl_cli.backends import load_backend
+    from srpl_cli.errors import DataError
+
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], dtype=np.float32)
+    CosineBackend().fit(X, ["a", "a", "b", "b"]).save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for broken in ({k: v for k, v in meta.items() if k != "classes"}, {**meta, "params": {"x": 1}}, []):
+        (tmp_path / "meta.json").write_text(json.dumps(broken))
+        with pytest.raises(DataError):  # was an internal KeyError / TypeError
+            load_backend(tmp_path)

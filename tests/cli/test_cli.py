@@ -141,3 +141,75 @@ def test_evaluate_plots(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "plots" / "oscr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "plots" / "scores_cosine.png").is_file()
+
+
+def test_evaluate_bad_counts_and_plot_dir_are_usage_errors(tmp_path):
+    _embedding_dataset(tmp_path / "ds")
+    base = ("evaluate", "--data", str(tmp_path / "ds"), "--method", "cosine")
+    r = srpl(*base, "--folds", "0")  # used to run the fixed split silently (audio data: 10 folds)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --folds must be at least 1"
+    r = srpl(*base, "--shots", "0", "--known", "0-4")  # used to end in "error: X is empty" (exit 3)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --shots must be at least 1"
+    r = srpl(*base, "--unknown-dir", str(tmp_path))  # was silently ignored on embedding datasets
+    assert r.returncode == 2 and "apply to audio folders" in r.stderr
+    (tmp_path / "afile").write_text("")
+    r = srpl(*base, "--plot", str(tmp_path / "afile"))  # used to be an internal FileExistsError
+    assert r.returncode == 2 and "--plot" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bracketed_paths_summary_and_broken_tune_json(tmp_path):
+    import shutil
+
+    from tests.conftest import shared_path
+
+    speakers = shared_path("librispeech-mini", "speakers")
+    enroll = tmp_path / "enroll"
+    for spk in sorted(p.name for p in speakers.iterdir())[:3]:
+        (enroll / spk).mkdir(parents=True)
+        for clip in sorted((speakers / spk).iterdir())[:2]:
+            shutil.copy(clip, enroll / spk / clip.name)
+    ws = str(tmp_path / "ws")
+    r = srpl("tune", str(enroll), "--shots", "5", "--backbone", "dvector", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    assert "3 speakers x 2 clips" in r.stdout  # clips actually used, not the --shots asked for
+    odd = tmp_path / "in[/x]" / "[bold]a.flac"  # rich markup in a path: was a MarkupError / mangled name
+    odd.parent.mkdir(parents=True)
+    shutil.copy(next((enroll).rglob("*.flac")), odd)
+    (odd.parent / "[red]bad.wav").write_text("junk")
+    r = srpl("identify", str(odd.parent), "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    assert "[bold]a.flac" in r.stdout and "[red]bad.wav" in r.stderr
+    tune_json = next((tmp_path / "ws" / "models" / "default").glob("v*/tune.json"))
+    tune_json.write_text("{}")
+    r = srpl("identify", str(odd), "--workspace", ws)
+    assert r.returncode == 4 and "tune.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_relative_backbone_path_still_works_from_another_directory(tmp_path):
+    import shutil
+
+    from srpl_cli.backbones.dvector import packaged_weights
+    from tests.conftest import shared_path
+
+    speakers = shared_path("librispeech-mini", "speakers")
+    weights = packaged_weights()
+    if weights is None:
+        pytest.skip("resemblyzer weights not installed")
+    (tmp_path / "w").mkdir()
+    shutil.copy(weights, tmp_path / "w" / weights.name)
+    enroll = tmp_path / "enroll"
+    for spk in sorted(p.name for p in speakers.iterdir())[:2]:
+        (enroll / spk).mkdir(parents=True)
+        for clip in sorted((speakers / spk).iterdir())[:2]:
+            shutil.copy(clip, enroll / spk / clip.name)
+    env = {**os.environ, "SRPL_NO_PROGRESS": "1", "SRPL_WORKSPACE": str(tmp_path / "ws")}
+    run = [sys.executable, "-m", "srpl_cli"]
+    r = subprocess.run(
+        [*run, "tune", "enroll", "--backbone", "dvector", "--backbone-path", "w"],
+        cwd=tmp_path, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    clip = next(enroll.rglob("*.flac"))
+    # tune.json stored "w" as given: identify from elsewhere then looked for ./w and failed
+    r = subprocess.run([*run, "identify", str(clip)], cwd="/", capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr

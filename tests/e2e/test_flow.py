@@ -244,8 +244,24 @@ def test_evaluate_audio_folders_with_folds(tmp_path):
     """`srpl evaluate` embeds speaker folders (cached in the workspace) and runs paired folds."""
     speakers = shared_path("librispeech-mini", "speakers")
     ws = tmp_path / "ws"
-    args = ["evaluate", "--data", speakers, "--unknown-dir", speakers.parent / "others", "--backbone", "dvector",
-            "--folds", "3", "--known", "5", "--shots", "5", "--workspace", ws, "--json"]
+    args = [
+        "evaluate",
+        "--data",
+        speakers,
+        "--unknown-dir",
+        speakers.parent / "others",
+        "--backbone",
+        "dvector",
+        "--folds",
+        "3",
+        "--known",
+        "5",
+        "--shots",
+        "5",
+        "--workspace",
+        ws,
+        "--json",
+    ]
     r = srpl(*args)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -269,8 +285,25 @@ def test_evaluate_audio_cs_my_synthesizes_per_fold(tmp_path):
         (data / d.name).mkdir(parents=True)
         for p in sorted(d.glob("*.flac"))[:4]:
             (data / d.name / p.name).symlink_to(p)
-    r = srpl("evaluate", "--data", data, "--backbone", "dvector", "--folds", "1", "--known", "2", "--shots", "2",
-             "--method", "srpl", "--cs-my", "--workspace", tmp_path / "ws", "--json")
+    r = srpl(
+        "evaluate",
+        "--data",
+        data,
+        "--backbone",
+        "dvector",
+        "--folds",
+        "1",
+        "--known",
+        "2",
+        "--shots",
+        "2",
+        "--method",
+        "srpl",
+        "--cs-my",
+        "--workspace",
+        tmp_path / "ws",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["protocol"]["cs_my"] is True and "srpl" in report["summary"]
