@@ -218,14 +218,20 @@ def read_manifest(path: Path) -> dict[str, list[Path]]:
     return speakers
 
 
-def collect_audio(paths: list[str | Path]) -> list[Path]:
-    """Clips and directories (searched recursively) -> audio files, in the order given."""
+def collect_audio(paths: list[str | Path], problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Clips and directories (searched recursively) -> audio files, in the order given.
+
+    A directory without audio is an error, or, when ``problems`` is given, recorded there so a batch
+    command can go on with the other arguments.
+    """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if is_audio_file(f))
             if not found:
-                raise DataError(f"{p}: no audio files in this directory")
+                if problems is None:
+                    raise DataError(f"{p}: no audio files in this directory")
+                problems.append((p, "no audio files in this directory"))
             out.extend(found)
         else:
             out.append(p)

@@ -480,7 +480,8 @@ def identify(
 
     ws = workspace or Workspace()
     backend, info, _ = load_model(ws, model_name)
-    paths = collect_audio(list(clips))
+    empty_dirs: list[tuple[Path, str]] = []
+    paths = collect_audio(list(clips), empty_dirs)
     source = backbone_source or info.get("backbone_source")
     bb = load_backbone(info["backbone"], source)
     if bb.identifier != info.get("backbone_id"):
@@ -489,11 +490,11 @@ def identify(
             bb.identifier,
             info.get("backbone_id"),
         )
-    res = embed_clips(paths, bb, ws, progress, min_speech_s)
+    res = embed_clips(paths, bb, ws, progress, min_speech_s) if paths else None
     thr = float(backend.threshold_ if threshold is None else threshold)
     names = [str(c) for c in backend.classes_]
     by_path: dict[str, Identification] = {}
-    if len(res.paths_ok):
+    if res is not None and len(res.paths_ok):
         S = backend.decision_function(res.embeddings)
         for p, row in zip(res.paths_ok, S, strict=True):
             order = np.argsort(-row)
@@ -506,32 +507,9 @@ def identify(
                 scores={n: float(v) for n, v in zip(names, row, strict=True)},
                 top=[(names[i], float(row[i])) for i in order[: max(1, top_k)]],
             )
-    for p, reason in res.problems:
+    for p, reason in (res.problems if res is not None else []) + empty_dirs:
         by_path[str(p)] = Identification(str(p), None, None, {}, [], error=reason)
-    return [by_path[str(p)] for p in paths]
-
-
-# ---------------------------------------------------------------- workspace info
-def list_models(workspace: Workspace | None = None) -> list[dict[str, Any]]:
-    ws = workspace or Workspace()
-    out = []
-    if not ws.models_dir.is_dir():
-        return out
-    for d in sorted(p for p in ws.models_dir.iterdir() if p.is_dir()):
-        try:
-            mv = ws.current_model(d.name)
-            info = mv.tune_info
-        except (StateError, OSError, ValueError):
-            continue
-        out.append(
-            {
-                "name": d.name,
-                "version": mv.version,
-                "versions": ws.model_versions(d.name),
-                **{k: info.get(k) for k in ("method", "backbone", "speakers", "shots")},
-            }
-        )
-    return out
+    return [by_path[str(p)] for p in paths] + [by_path[str(p)] for p, _ in empty_dirs]
 
 
 # ---------------------------------------------------------------- synthesize

@@ -200,11 +200,24 @@ def _real_unknowns(unknown_dir: Path) -> list[tuple[str, Path]]:
     if not unknown_dir.is_dir():
         raise DataError(f"{unknown_dir}: --unknown-dir is not a directory")
     out: list[tuple[str, Path]] = []
+    taken: set[str] = set()
+
+    def new_id(name: str) -> str:
+        # `a/`, `a.wav` and `a.flac` are different people: never merge them under one id
+        ident, n = f"real-{name}", 2
+        while ident in taken:
+            ident, n = f"real-{name}-{n}", n + 1
+        taken.add(ident)
+        return ident
+
     for p in sorted(unknown_dir.iterdir()):
         if p.is_dir() and not p.name.startswith("."):
-            out += [(f"real-{p.name}", f) for f in sorted(p.rglob("*")) if is_audio_file(f)]
+            clips = [f for f in sorted(p.rglob("*")) if is_audio_file(f)]
+            if clips:
+                ident = new_id(p.name)
+                out += [(ident, f) for f in clips]
         elif is_audio_file(p):
-            out.append((f"real-{p.stem}", p))
+            out.append((new_id(p.stem), p))
     if not out:
         raise DataError(f"{unknown_dir}: no audio files found for --unknown-dir")
     return out

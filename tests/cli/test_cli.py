@@ -213,3 +213,26 @@ def test_relative_backbone_path_still_works_from_another_directory(tmp_path):
     # tune.json stored "w" as given: identify from elsewhere then looked for ./w and failed
     r = subprocess.run([*run, "identify", str(clip)], cwd="/", capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_collect_audio_can_record_empty_folders(tmp_path):
+    """A folder without audio among identify's arguments is reported; the other clips go on."""
+    from srpl_cli.datasets import collect_audio
+
+    (tmp_path / "empty").mkdir()
+    problems = []
+    assert collect_audio([tmp_path / "empty", tmp_path / "x.wav"], problems) == [tmp_path / "x.wav"]
+    assert problems == [(tmp_path / "empty", "no audio files in this directory")]
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import stat
+
+    from srpl_cli._io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "f.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

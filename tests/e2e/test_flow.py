@@ -75,11 +75,23 @@ def test_bad_clips_are_reported_and_skipped(libri_model, tmp_path):
     corrupt.write_bytes(b"RIFF\x00\x00garbage")
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32000, np.float32), 16000)
-    r = srpl("identify", good, corrupt, silent, tmp_path / "missing.wav", "--json", "--workspace", ws)
+    (tmp_path / "no_audio").mkdir()
+    r = srpl(
+        "identify",
+        good,
+        corrupt,
+        silent,
+        tmp_path / "missing.wav",
+        tmp_path / "no_audio",
+        "--json",
+        "--workspace",
+        ws,
+    )
     assert r.returncode == 0  # something usable remained
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert lines[0]["speaker"] == good.parent.name
     assert all("error" in x and x["speaker"] is None for x in lines[1:])
+    assert len(lines) == 5 and lines[-1]["path"] == str(tmp_path / "no_audio")
     assert "corrupt.wav" in r.stderr and "silent.wav" in r.stderr and "Traceback" not in r.stderr
     r = srpl("identify", corrupt, "--workspace", ws)
     assert r.returncode == 3 and "Traceback" not in r.stderr

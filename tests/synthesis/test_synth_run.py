@@ -223,3 +223,18 @@ def test_in_memory_candidates_match_the_written_files(tmp_path: Path, enroll) ->
     written = [*known["alice"], *known["bob"], *unknown]
     for c, p in zip(cands, written, strict=True):
         np.testing.assert_allclose(load_audio(p), c.wave, atol=1 / 16000)
+
+
+def test_real_unknown_ids_never_merge_different_people(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from srpl_cli.synthesis.run import _real_unknowns
+
+    wave = np.zeros(1600, np.float32)
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "1.wav", wave, 16000)
+    sf.write(tmp_path / "a.wav", wave, 16000)
+    sf.write(tmp_path / "a.flac", wave, 16000)
+    ids = {i for i, _ in _real_unknowns(tmp_path)}
+    assert len(ids) == 3
