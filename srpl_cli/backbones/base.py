@@ -21,6 +21,14 @@ class Backbone(ABC):
     #: embedding dimension
     dim: ClassVar[int] = 0
     sample_rate: ClassVar[int] = 16000
+    #: bump when the front end (features, trimming, windowing) changes: it is part of ``identifier``, so
+    #: cached embeddings and tuned models made with the old front end are never mixed with new ones
+    frontend_version: ClassVar[int] = 1
+
+    def _versioned(self, weights_id: str) -> str:
+        """``weights_id`` + front-end version + window length: the full identity of the embeddings."""
+        window = getattr(self, "window_s", None)
+        return f"{weights_id}:fe{self.frontend_version}" + (f":w{window:g}" if window else "")
 
     @classmethod
     @abstractmethod

@@ -224,7 +224,7 @@ class DVectorBackbone(Backbone):
 
     @property
     def identifier(self) -> str:
-        return self._identifier
+        return self._versioned(self._identifier)
 
     def mel_frames(self, wave: np.ndarray) -> Any:
         """40-bin mel power spectrogram (frames, 40): librosa's ``melspectrogram`` defaults in torch."""

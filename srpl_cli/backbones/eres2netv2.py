@@ -211,7 +211,7 @@ class ERes2NetV2Backbone(Backbone):
 
     @property
     def identifier(self) -> str:
-        return self._identifier
+        return self._versioned(self._identifier)
 
     @staticmethod
     def features(wave: np.ndarray) -> Any:

@@ -76,7 +76,7 @@ class WavLMBackbone(Backbone):
 
     @property
     def identifier(self) -> str:
-        return self._identifier
+        return self._versioned(self._identifier)
 
     def embed(self, waves: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """Embed clips; long clips as the mean of ``window_s`` windows.

@@ -26,7 +26,7 @@ def backbone() -> DVectorBackbone:
 def test_loads_without_importing_resemblyzer(backbone: DVectorBackbone) -> None:
     assert "resemblyzer" not in sys.modules
     ident = backbone.identifier
-    assert ident.startswith("dvector:resemblyzer-0.") and len(ident.rsplit(":", 1)[1]) == 12
+    assert ident.startswith("dvector:resemblyzer-0.") and len(ident.split(":")[2]) == 12  # weights hash
     assert backbone.dim == 256 and backbone.name == "dvector"
     via_registry = get_backbone("dvector", device="cpu")
     assert via_registry.identifier == ident
@@ -116,3 +116,12 @@ def test_preprocess_trims_long_silence() -> None:
     wave = np.concatenate([speech, np.zeros(3 * SR, np.float32), speech])
     out = preprocess(wave)
     assert 2 * SR <= len(out) < 3 * SR  # 3 s gap cut down to at most ~0.2 s on each side
+
+
+def test_identifier_names_the_front_end(backbone):
+    """The cache key changes when the front end does, so old embeddings are never reused by mistake."""
+    assert backbone.identifier.endswith(f":fe{backbone.frontend_version}:w{backbone.window_s:g}")
+    bumped = type("Bumped", (type(backbone),), {"frontend_version": backbone.frontend_version + 1})
+    clone = bumped.__new__(bumped)
+    clone.__dict__.update(backbone.__dict__)
+    assert clone.identifier != backbone.identifier
