@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from srpl_cli._io import atomic_write_text
+from srpl_cli._io import atomic_write_text, json_default
 from srpl_cli.errors import DataError, NotFittedError
 
 UNKNOWN = -1
@@ -172,7 +172,7 @@ class OpenSetClassifier:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        atomic_write_text(path / "meta.json", json.dumps(meta, indent=2, default=_json_default))
+        atomic_write_text(path / "meta.json", json.dumps(meta, indent=2, default=json_default))
         return path
 
     @classmethod
@@ -203,13 +203,3 @@ class OpenSetClassifier:
         obj.metadata_ = meta.get("metadata", {})
         obj._set_state(arrays, meta.get("extra", {}))
         return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

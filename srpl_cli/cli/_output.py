@@ -27,7 +27,7 @@ err = Console(stderr=True, highlight=False)
 
 def print_json(data: Any) -> None:
     """One JSON document on one line (machine readable; rich would wrap and colour it)."""
-    print(json.dumps(data, default=_json_default, ensure_ascii=False), flush=True)
+    print(json.dumps(data, default=_lenient_json, ensure_ascii=False), flush=True)
 
 
 def warn(message: str) -> None:
@@ -61,11 +61,11 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[in
         yield update
 
 
-def _json_default(obj: Any) -> Any:
-    import numpy as np
+def _lenient_json(obj: Any) -> Any:
+    """Output never fails on an odd value: numpy and paths as data, anything else as its text."""
+    from srpl_cli._io import json_default
 
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    try:
+        return json_default(obj)
+    except TypeError:
+        return str(obj)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, WorkspaceOpt
+from srpl_cli.cli._options import (
+    BackboneOpt,
+    BackboneSourceOpt,
+    EnrollDirArg,
+    JsonOpt,
+    QuietOpt,
+    WorkspaceOpt,
+)
 
 HELP = """Enroll speakers from ENROLL_DIR/<speaker>/<clips> or a CSV manifest (path,speaker).
 
@@ -24,9 +30,7 @@ def register(app: typer.Typer) -> None:
 
 
 def enroll(
-    enroll_dir: Annotated[
-        Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
-    ],
+    enroll_dir: EnrollDirArg,
     shots: Annotated[
         int | None, typer.Option("--shots", help="Use the first N usable clips per speaker (default: all).")
     ] = None,

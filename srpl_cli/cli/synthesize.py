@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt
+from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, EnrollDirArg, JsonOpt, QuietOpt, SeedOpt
 
 HELP = """Create voice variants of enrolled speakers and unknown voices for SRPL+ training.
 
@@ -29,9 +29,7 @@ def register(app: typer.Typer) -> None:
 
 
 def synthesize(
-    enroll_dir: Annotated[
-        Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
-    ],
+    enroll_dir: EnrollDirArg,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (new, or a previous synthesis output).")
     ],

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
+from srpl_cli.cli._options import (
+    BackboneOpt,
+    BackboneSourceOpt,
+    EnrollDirArg,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    WorkspaceOpt,
+)
 
 HELP = """Tune the open-set speaker model on ENROLL_DIR/<speaker>/<clips> and make it the one in use.
 
@@ -28,9 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def tune(
-    enroll_dir: Annotated[
-        Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
-    ],
+    enroll_dir: EnrollDirArg,
     shots: Annotated[
         int, typer.Option("--shots", help="Enrollment clips per speaker (first N usable, by name).")
     ] = 5,
