@@ -44,6 +44,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._warned = False
 
     def _dir(self, backbone_id: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id).strip("_") or "backbone"
@@ -73,13 +74,27 @@ class EmbeddingCache:
             return None
         return emb, quality
 
-    def put(self, content_hash: str, backbone_id: str, embedding: np.ndarray, quality: AudioQuality) -> Path:
-        """Store one entry: the quality JSON first, then the array (whose presence marks the entry)."""
+    def put(
+        self, content_hash: str, backbone_id: str, embedding: np.ndarray, quality: AudioQuality
+    ) -> Path | None:
+        """Store one entry: the quality JSON first, then the array (whose presence marks the entry).
+
+        A failed write (read-only workspace, full disk) is logged once and costs only embedding the clip
+        again next time: `identify` and `evaluate` must work on a workspace they cannot write.
+        """
         npy = self.path(content_hash, backbone_id)
-        atomic_write_bytes(npy.with_suffix(".json"), json.dumps(quality.to_dict()).encode("utf-8"))
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
-        return atomic_write_bytes(npy, buf.getvalue())
+        try:
+            atomic_write_bytes(npy.with_suffix(".json"), json.dumps(quality.to_dict()).encode("utf-8"))
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
+            return atomic_write_bytes(npy, buf.getvalue())
+        except OSError as exc:
+            if not self._warned:
+                logger.warning(
+                    "cannot write the embedding cache %s (%s): nothing cached", self.root, exc.strerror or exc
+                )
+                self._warned = True
+            return None
 
 
 @dataclass

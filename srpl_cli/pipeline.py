@@ -17,7 +17,6 @@ import numpy as np
 
 from srpl_cli._version import __version__
 from srpl_cli.backbones import DEFAULT_BACKBONE
-from srpl_cli.embeddings import EmbeddingCache
 from srpl_cli.errors import DataError, StateError, UsageError
 from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
 
@@ -112,33 +111,15 @@ def embed_clips(
     min_speech_s: float = 0.5,
 ) -> Any:
     """Embed clips through the workspace cache (no clip is embedded twice). Returns ExtractionResult."""
-    from srpl_cli.embeddings import extract_embeddings
+    from srpl_cli.embeddings import EmbeddingCache, extract_embeddings
 
     cache = None
     if workspace is not None:
         workspace.ensure()
-        cache = _ReadMostlyCache(workspace.cache_dir)
+        cache = EmbeddingCache(workspace.cache_dir)
     return extract_embeddings(
         list(paths), backbone, cache=cache, progress=progress, min_speech_s=min_speech_s
     )
-
-
-class _ReadMostlyCache(EmbeddingCache):
-    """The embedding cache, where a failed write (read-only workspace, full disk) only costs embedding
-    the clip again next time: `identify` and `evaluate` read a workspace and must work on a read-only one."""
-
-    warned = False
-
-    def put(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().put(*args, **kwargs)
-        except OSError as exc:
-            if not self.warned:
-                log.warning(
-                    "cannot write the embedding cache %s (%s): nothing cached", self.root, exc.strerror or exc
-                )
-                self.warned = True
-            return None
 
 
 def _embed_map(

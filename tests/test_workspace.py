@@ -153,10 +153,10 @@ def test_unwritable_workspace_is_a_workspace_error(tmp_path, monkeypatch):
 def test_embedding_cache_write_failure_is_not_fatal(tmp_path):
     """identify/evaluate only read a workspace: a read-only cache must not stop them."""
     from srpl_cli.audio import AudioQuality
-    from srpl_cli.pipeline import _ReadMostlyCache
+    from srpl_cli.embeddings import EmbeddingCache
 
     (tmp_path / "file").write_text("")
-    cache = _ReadMostlyCache(tmp_path / "file")  # a file where the cache folder should be: mkdir fails
+    cache = EmbeddingCache(tmp_path / "file")  # a file where the cache folder should be: mkdir fails
     quality = AudioQuality(duration_s=1.0, speech_s=1.0, speech_ratio=1.0, clipped_ratio=0.0, rms_dbfs=-20.0)
     assert cache.put("ab" * 32, "bb", np.zeros(4, np.float32), quality) is None
 
