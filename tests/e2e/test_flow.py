@@ -33,6 +33,15 @@ def identify_json(ws: Path, *clips) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+def subset(root: Path, dest: Path, n_speakers: int, n_clips: int) -> Path:
+    """``dest/<speaker>/`` with symlinks to the first clips of the first speakers of ``root``."""
+    for d in sorted(root.iterdir())[:n_speakers]:
+        (dest / d.name).mkdir(parents=True)
+        for p in sorted(d.glob("*.flac"))[:n_clips]:
+            (dest / d.name / p.name).symlink_to(p)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def libri_model(tmp_path_factory):
     """`srpl tune` on librispeech-mini speakers (first 5 clips of each, by name) with d-vectors."""
@@ -99,11 +108,7 @@ def test_bad_clips_are_reported_and_skipped(libri_model, tmp_path):
 
 def test_enroll_reports_quality(tmp_path):
     speakers = shared_path("librispeech-mini", "speakers")
-    enroll = tmp_path / "enroll"
-    for d in sorted(speakers.iterdir())[:3]:
-        (enroll / d.name).mkdir(parents=True)
-        for p in sorted(d.glob("*.flac"))[:3]:
-            (enroll / d.name / p.name).symlink_to(p)
+    enroll = subset(speakers, tmp_path / "enroll", 3, 3)
     (enroll / "ghost").mkdir()
     sf.write(enroll / "ghost" / "quiet.wav", np.zeros(16000, np.float32), 16000)
     r = srpl("enroll", enroll, "--backbone", "dvector", "--workspace", tmp_path / "ws", "--json")
@@ -116,11 +121,14 @@ def test_enroll_reports_quality(tmp_path):
 
 def test_too_few_speakers_is_a_clear_error(tmp_path):
     speakers = shared_path("librispeech-mini", "speakers")
-    d = sorted(speakers.iterdir())[0]
-    (tmp_path / "e" / d.name).mkdir(parents=True)
-    for p in sorted(d.glob("*.flac"))[:3]:
-        (tmp_path / "e" / d.name / p.name).symlink_to(p)
-    r = srpl("tune", tmp_path / "e", "--backbone", "dvector", "--workspace", tmp_path / "ws")
+    r = srpl(
+        "tune",
+        subset(speakers, tmp_path / "e", 1, 3),
+        "--backbone",
+        "dvector",
+        "--workspace",
+        tmp_path / "ws",
+    )
     assert r.returncode == 3 and "at least 2 speakers" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -199,11 +207,7 @@ def test_emodb_flow(tmp_path):
 def test_synthesize_then_tune_with_synthetic(tmp_path):
     """`srpl synthesize` output feeds `srpl tune --synthetic` (SRPL+ with pseudo-unknown voices)."""
     speakers = shared_path("librispeech-mini", "speakers")
-    enroll = tmp_path / "enroll"
-    for d in sorted(speakers.iterdir())[:3]:
-        (enroll / d.name).mkdir(parents=True)
-        for p in sorted(d.glob("*.flac"))[:3]:
-            (enroll / d.name / p.name).symlink_to(p)
+    enroll = subset(speakers, tmp_path / "enroll", 3, 3)
     out = tmp_path / "synth"
     r = srpl(
         "synthesize",
@@ -292,11 +296,7 @@ def test_evaluate_audio_folders_with_folds(tmp_path):
 def test_evaluate_audio_cs_my_synthesizes_per_fold(tmp_path):
     """--cs-my on audio: each fold's enrollment clips are perturbed into pseudo-unknown training voices."""
     speakers = shared_path("librispeech-mini", "speakers")
-    data = tmp_path / "data"
-    for d in sorted(speakers.iterdir())[:4]:
-        (data / d.name).mkdir(parents=True)
-        for p in sorted(d.glob("*.flac"))[:4]:
-            (data / d.name / p.name).symlink_to(p)
+    data = subset(speakers, tmp_path / "data", 4, 4)
     r = srpl(
         "evaluate",
         "--data",
