@@ -149,12 +149,10 @@ def _embed_speakers(
     ok, problems = _embed_map(
         [p for c in first.values() for p in c], backbone, workspace, progress, min_speech_s
     )
-    rest = [
-        p
-        for s, c in speakers.items()
-        if sum(str(p) in ok for p in first[s]) < (shots or 0)
-        for p in c[len(first[s]) :]
-    ]
+    rest: list[Path] = []
+    for s, clips in speakers.items():
+        if shots is not None and sum(str(p) in ok for p in first[s]) < shots:
+            rest += clips[len(first[s]) :]
     more_ok, more_problems = _embed_map(rest, backbone, workspace, None, min_speech_s)
     ok.update(more_ok)
     problems += more_problems
@@ -163,10 +161,10 @@ def _embed_speakers(
     rows = []
     for s, clips in speakers.items():
         chosen = [p for p in clips if str(p) in ok][:shots]
-        warnings = [f"{Path(p).name}: {w}" for p in chosen for w in getattr(ok[str(p)][1], "warnings", ())]
+        warnings = [f"{Path(p).name}: {w}" for p in chosen for w in ok[str(p)][1].warnings]
         if shots is not None and len(chosen) < shots:
             warnings.append(f"only {len(chosen)} usable clip(s), {shots} asked for")
-        duration = sum(float(getattr(ok[str(p)][1], "duration_s", 0.0)) for p in chosen)
+        duration = sum(ok[str(p)][1].duration_s for p in chosen)
         rows.append(SpeakerEnrollment(s, len(clips), len(chosen), warnings, round(duration, 2)))
         if chosen:
             X_by[s] = np.stack([ok[str(p)][0] for p in chosen]).astype(np.float32)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from srpl_cli._io import atomic_write_bytes, atomic_write_text
+from srpl_cli._io import atomic_write_text
 from srpl_cli._version import __version__
 from srpl_cli.errors import DataError, StateError, WorkspaceError
 
@@ -296,9 +296,6 @@ class Workspace:
         registry = self.datasets()
         registry.update(entries)
         atomic_write_text(self.dataset_registry_path, json.dumps(registry, indent=2, sort_keys=True))
-
-    def write_json(self, path: Path, data: Any) -> None:
-        atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
 
 
 def _now() -> str:

@@ -34,3 +34,6 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 EnrollDirArg = Annotated[
     Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
 ]
+MinSpeechOpt = Annotated[
+    float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
+]

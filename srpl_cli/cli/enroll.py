@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import (
     BackboneOpt,
     BackboneSourceOpt,
     EnrollDirArg,
     JsonOpt,
+    MinSpeechOpt,
     QuietOpt,
     WorkspaceOpt,
 )
@@ -34,11 +36,9 @@ def enroll(
     shots: Annotated[
         int | None, typer.Option("--shots", help="Use the first N usable clips per speaker (default: all).")
     ] = None,
-    backbone: BackboneOpt = "eres2netv2",
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
-    min_speech: Annotated[
-        float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
-    ] = 0.5,
+    min_speech: MinSpeechOpt = 0.5,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
 
 HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding or audio data.
@@ -84,7 +85,7 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write OSCR curve and score histogram PNGs here.")
     ] = None,
-    backbone: BackboneOpt = "eres2netv2",
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, EnrollDirArg, JsonOpt, QuietOpt, SeedOpt
 
 HELP = """Create voice variants of enrolled speakers and unknown voices for SRPL+ training.
@@ -76,7 +77,7 @@ def synthesize(
         Path | None, typer.Option("--sentences", help="Text file, one sentence per line, for the tts engine.")
     ] = None,
     seed: SeedOpt = 0,
-    backbone: BackboneOpt = "eres2netv2",
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import (
     BackboneOpt,
     BackboneSourceOpt,
     EnrollDirArg,
     JsonOpt,
+    MinSpeechOpt,
     QuietOpt,
     SeedOpt,
     WorkspaceOpt,
@@ -40,7 +42,7 @@ def tune(
     shots: Annotated[
         int, typer.Option("--shots", help="Enrollment clips per speaker (first N usable, by name).")
     ] = 5,
-    backbone: BackboneOpt = "eres2netv2",
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
     method: Annotated[
         str | None, typer.Option("--method", "-m", help="Open-set backend (default: the best measured).")
@@ -64,9 +66,7 @@ def tune(
         str, typer.Option("--model", help="Name of the model to save (several can coexist).")
     ] = "default",
     seed: SeedOpt = 0,
-    min_speech: Annotated[
-        float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
-    ] = 0.5,
+    min_speech: MinSpeechOpt = 0.5,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
