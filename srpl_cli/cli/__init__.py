@@ -63,26 +63,47 @@ _register()
 
 
 def main() -> None:
-    """Console entry point: run the app; expected failures print one line, never a traceback."""
+    """Console entry point: run the app; expected failures print one line, never a traceback.
+
+    Typer runs non-standalone so that its parse errors, aborts and interrupts come back here and are
+    rendered like every other error (one ``error:`` line and a hint) instead of its boxed usage.
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+
     from srpl_cli.errors import SrplError
 
     debug = bool(os.environ.get("SRPL_DEBUG"))
     try:
-        app(standalone_mode=True)
+        code = app(prog_name="srpl", standalone_mode=False)
     except SrplError as exc:
         if debug:
             raise
         _fail(f"error: {exc.message}", exc.hint, exc.exit_code)
-    except KeyboardInterrupt:
+    except NoArgsIsHelpError as exc:  # `srpl tune` alone: the command's help is the answer
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad option value, unknown command, missing argument
+        ctx = getattr(exc, "ctx", None)
+        hint = f"run '{ctx.command_path} --help' for usage" if ctx is not None else None
+        _fail(f"error: {exc.format_message()}", hint, exc.exit_code)
+    except (KeyboardInterrupt, Abort):
         _fail("interrupted", None, 130)
     except MemoryError:
-        _fail("error: out of memory", "use fewer or shorter clips, or a smaller --batch-size", 1)
+        _fail("error: out of memory", "use fewer or shorter clips", 1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, details on demand
         if debug:
             raise
         _fail(
             f"internal error: {type(exc).__name__}: {exc}", "run again with SRPL_DEBUG=1 for the traceback", 1
         )
+    else:
+        # Typer turns Ctrl-C into exit code 130 without a word; say what happened.
+        if code == 130:
+            _fail("interrupted", None, 130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, hint: str | None, code: int) -> None:

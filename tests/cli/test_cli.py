@@ -61,6 +61,37 @@ def test_usage_error_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_parse_errors_are_one_line_not_boxed_usage():
+    r = srpl("tune", "--shots", "abc", "somewhere")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("error: Invalid value for '--shots'")
+    assert lines[1:] == ["hint: run 'srpl tune --help' for usage"]
+    r = srpl("nosuch")
+    assert r.returncode == 2 and r.stderr.startswith("error: No such command 'nosuch'")
+    assert "╭" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bare_command_shows_its_help():
+    r = srpl("tune")
+    assert r.returncode == 2 and "Usage: srpl tune" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "typer.Abort"])
+def test_interrupt_says_so_and_exits_130(raised):
+    # Ctrl-C inside a command: Typer turns it into a silent exit 130; main() must name it.
+    code = (
+        "import typer, srpl_cli.cli as cli\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        f"def run():\n    raise {raised}()\n"
+        "cli.app = app\n"
+        "cli.main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted"
+
+
 def test_identify_without_model_says_what_to_do(tmp_path):
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"")
