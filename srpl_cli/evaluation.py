@@ -203,30 +203,33 @@ def synthetic_augment(
     """Per fold, what `srpl synthesize` + `tune --synthetic` would add: variants of that fold's
     enrollment clips as extra enrollment, synthetic voices as unknown samples (perturb engine)."""
     from srpl_cli.pipeline import synthesize
-    from srpl_cli.synthesis.run import read_synthetic
+    from srpl_cli.synthesis.run import read_synthetic, variant_sources
 
     if data.paths is None:
         raise UsageError("synthetic augmentation needs audio data")
 
-    def augment(fold: Fold) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    def augment(fold: Fold) -> tuple[np.ndarray | None, ...]:
         enroll: dict[str, list[Path]] = {}
         for i in fold.enroll:
             enroll.setdefault(str(data.y[i]), []).append(data.paths[i])
+        position = {str(data.paths[i]): k for k, i in enumerate(fold.enroll)}
         workspace.ensure()
         with workspace.building(f"synth-fold{fold.index}") as tmp:
             out = tmp / "synth"
             synthesize(enroll, out, seed=seed + fold.index, _backbone=backbone)
             known, unknown = read_synthetic(out)
+            source = variant_sources(out)
             extra = [(s, p) for s, clips in known.items() for p in clips]
-            X_extra = y_extra = X_unknown = None
+            X_extra = y_extra = X_unknown = origin = None
             if extra:
                 res = embed_clips([p for _, p in extra], backbone, workspace)
                 label = {str(p): s for s, p in extra}
                 X_extra = res.embeddings
                 y_extra = np.array([label[str(p)] for p in res.paths_ok])
+                origin = np.array([position.get(source.get(str(p), ""), -1) for p in res.paths_ok])
             if unknown:
                 X_unknown = embed_clips(unknown, backbone, workspace).embeddings
-        return X_extra, y_extra, X_unknown
+        return X_extra, y_extra, X_unknown, origin
 
     return augment
 
@@ -234,10 +237,16 @@ def synthetic_augment(
 # ---------------------------------------------------------------- protocols
 def _fit(calibrate: bool):
     def fit(
-        method: str, X: np.ndarray, y: np.ndarray, Xu: np.ndarray | None, seed: int, fold: Fold | None = None
+        method: str,
+        X: np.ndarray,
+        y: np.ndarray,
+        Xu: np.ndarray | None,
+        seed: int,
+        fold: Fold | None = None,
+        origin: np.ndarray | None = None,
     ):
         if calibrate:
-            return fit_backend(method, X, y, Xu, seed)[0]
+            return fit_backend(method, X, y, Xu, seed, origin=origin)[0]
         from srpl_cli.backends import backend_class, get_backend
 
         kwargs = {"random_state": seed} if "random_state" in backend_class(method)._param_names() else {}
@@ -277,7 +286,7 @@ def run_folds(
     )
     augment = data.augment
     if augment is None and data.X_unknown_train is not None:
-        augment = lambda fold: (None, None, data.X_unknown_train)  # noqa: E731 - same in every fold
+        augment = lambda fold: (None, None, data.X_unknown_train, None)  # noqa: E731 - same in every fold
     protocol = {
         **data.description,
         "folds": folds,

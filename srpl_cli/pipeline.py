@@ -218,6 +218,7 @@ def fit_backend(
     seed: int = 0,
     target_far: float | None = DEFAULT_TARGET_FAR,
     params: dict[str, Any] | None = None,
+    origin: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit backend ``method`` and calibrate its rejection threshold (the same rule in tune and evaluate).
 
@@ -226,7 +227,8 @@ def fit_backend(
     every speaker out); impostor scores from leaving whole speakers out (their clips, scored by a
     model that does not know them, are in-domain strangers) plus any unknown samples. With
     ``target_far=None`` the threshold is where held-out false accepts equal false rejects; otherwise it
-    accepts at most ``target_far`` of the impostor scores.
+    accepts at most ``target_far`` of the impostor scores. ``origin`` (see ``held_out_scores``) ties
+    synthetic variants to the clip they were made from.
     """
     from srpl_cli.backends import backend_class, get_backend
     from srpl_cli.backends.calibration import threshold_at_far
@@ -236,7 +238,7 @@ def fit_backend(
     if "random_state" in cls._param_names() and "random_state" not in kwargs:
         kwargs["random_state"] = seed
     model = get_backend(method, **kwargs).fit(X, y, X_unknown)
-    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown)
+    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin)
     if len(impostor) and len(genuine) and target_far is None:
         thr = equal_error_threshold(genuine, impostor)
         rule = "equal held-out false-accept and false-reject rates"
@@ -288,6 +290,7 @@ def held_out_scores(
     X_unknown: np.ndarray | None,
     rounds: int = 5,
     max_speaker_groups: int = 10,
+    origin: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) open-set scores of clips the fitted model did not see.
 
@@ -295,27 +298,36 @@ def held_out_scores(
     `identify`. Impostor: each round leaves a group of speakers out entirely (at most
     ``max_speaker_groups`` rounds, so cost stays bounded), and their clips' best scores are what a
     stranger of the same domain would get; unknown samples are held out 1/rounds at a time.
+
+    ``origin[i]`` is the row of the real clip that row ``i`` was made from: ``i`` for a real clip, the
+    source row for a synthetic variant, -1 for a variant of no single clip. Only real clips are scored,
+    and a held-out clip takes its variants out with it (a variant of the test clip in the training data
+    would make the genuine scores optimistic). Without ``origin`` every row is a real clip.
     """
     from srpl_cli.backends import get_backend
 
     y = np.asarray(y)
+    real = np.ones(len(y), bool) if origin is None else np.asarray(origin) == np.arange(len(y))
     classes, y_idx = np.unique(y, return_inverse=True)
-    counts = np.bincount(y_idx)
+    counts = np.bincount(y_idx[real], minlength=len(classes))
     genuine: list[np.ndarray] = []
     impostor: list[np.ndarray] = []
     has_unknown = X_unknown is not None and len(X_unknown) > 0
     if counts.min() >= 2:
-        pos = np.zeros(len(y), int)
+        pos = np.full(len(y), -1)
         for c in range(len(classes)):
-            idx = np.flatnonzero(y_idx == c)
+            idx = np.flatnonzero(real & (y_idx == c))
             pos[idx] = np.arange(len(idx))
+        if origin is not None:  # a variant follows its source clip in and out
+            derived = ~real & (np.asarray(origin) >= 0)
+            pos[derived] = pos[np.asarray(origin)[derived]]
         n_rounds = int(min(rounds, counts.min()))
         u_fold = np.arange(len(X_unknown)) % n_rounds if has_unknown else None
         for r in range(n_rounds):
-            held = pos % n_rounds == r
+            held = (pos >= 0) & (pos % n_rounds == r)
             Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
             m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
-            genuine.append(m.score_samples(X[held]))
+            genuine.append(m.score_samples(X[held & real]))
             if u_fold is not None and (u_fold == r).any():  # fewer unknowns than rounds: some hold none
                 impostor.append(m.score_samples(X_unknown[u_fold == r]))
     if len(classes) >= 3:  # the model left after removing a group must still know 2 speakers
@@ -326,11 +338,35 @@ def held_out_scores(
             if len(np.unique(y_idx[~out])) < 2:
                 continue
             m = get_backend(method, **kwargs).fit(X[~out], y[~out], X_unknown)
-            impostor.append(m.score_samples(X[out]))
+            impostor.append(m.score_samples(X[out & real]))
     return (
         np.concatenate(genuine) if genuine else np.zeros(0, np.float32),
         np.concatenate(impostor) if impostor else np.zeros(0, np.float32),
     )
+
+
+def _source_rows(sources: dict[str, str], clips_per_speaker: list[list[Path]]) -> dict[str, int]:
+    """Variant file -> row of its source clip among the enrollment rows (speakers in order).
+
+    Recorded sources are matched by resolved path, else by file name when that is unambiguous (the
+    manifest keeps paths as given to `srpl synthesize`, which may be relative to another directory).
+    """
+    by_path: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    row = 0
+    for clips in clips_per_speaker:
+        for p in clips:
+            by_path[str(Path(p).resolve())] = row
+            by_name.setdefault(Path(p).name, []).append(row)
+            row += 1
+    out = {}
+    for variant, src in sources.items():
+        r = by_path.get(str(Path(src).resolve()))
+        if r is None and len(by_name.get(Path(src).name, [])) == 1:
+            r = by_name[Path(src).name][0]
+        if r is not None:
+            out[variant] = r
+    return out
 
 
 # ---------------------------------------------------------------- tune
@@ -367,14 +403,19 @@ def tune(
     y = np.concatenate([[s] * len(X_by[s]) for s in names])
     unknown_parts: list[np.ndarray] = []
     sources: dict[str, Any] = {}
+    origin = None  # set when synthetic variants join the enrollment rows
     if synthetic is not None:
-        from srpl_cli.synthesis.run import read_synthetic
+        from srpl_cli.synthesis.run import read_synthetic, variant_sources
 
         known_syn, unknown_syn = read_synthetic(Path(synthetic))
         extra_paths = [p for s in names for p in known_syn.get(s, [])]
         if extra_paths:
             res = embed_clips(extra_paths, bb, ws, None, min_speech_s)
             spk_of = {str(p): s for s in names for p in known_syn.get(s, [])}
+            source_row = _source_rows(variant_sources(Path(synthetic)), [used[s] for s in names])
+            origin = np.concatenate(
+                [np.arange(len(X)), [source_row.get(str(p), -1) for p in res.paths_ok]]
+            ).astype(np.int64)
             X = np.concatenate([X, res.embeddings])
             y = np.concatenate([y, [spk_of[str(p)] for p in res.paths_ok]])
         if unknown_syn:
@@ -388,7 +429,7 @@ def tune(
         unknown_parts.append(res.embeddings)
         sources["unknown_dir"] = {"dir": str(unknown_dir), "clips": len(res.paths_ok)}
     X_unknown = np.concatenate(unknown_parts) if unknown_parts else None
-    model, calibration = fit_backend(method, X, y, X_unknown, seed, target_far)
+    model, calibration = fit_backend(method, X, y, X_unknown, seed, target_far, origin=origin)
     tune_info = {
         "method": method,
         "backbone": bb.name,

@@ -176,8 +176,9 @@ class FoldsReport:
         }
 
 
-#: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold) -> fitted OpenSetClassifier
-FitFn = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", int, Fold], Any]
+#: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold, origin_or_None) -> fitted
+#: OpenSetClassifier; origin as in ``srpl_cli.pipeline.held_out_scores`` (None: every row a real clip)
+FitFn = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", int, Fold, "np.ndarray | None"], Any]
 
 
 def score_method(
@@ -207,8 +208,11 @@ def score_method(
     return result
 
 
-#: augment(fold) -> (extra enrollment X, their labels, unknown training samples); any part may be None
-Augment = Callable[[Fold], "tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]"]
+#: augment(fold) -> (extra enrollment X, their labels, unknown training samples, origin of the extra rows:
+#: position in ``fold.enroll`` of the clip each was made from, -1 if none); any part may be None
+Augment = Callable[
+    [Fold], "tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]"
+]
 
 
 def evaluate_folds(
@@ -232,15 +236,17 @@ def evaluate_folds(
     total = len(folds) * len(methods)
     done = 0
     for fold in folds:
-        X_fit, y_fit, X_unknown = X[fold.enroll], y[fold.enroll], None
+        X_fit, y_fit, X_unknown, origin = X[fold.enroll], y[fold.enroll], None, None
         if augment is not None:
-            X_extra, y_extra, X_unknown = augment(fold)
+            X_extra, y_extra, X_unknown, origin_extra = augment(fold)
             if X_extra is not None and len(X_extra):
                 X_fit = np.concatenate([X_fit, X_extra])
                 y_fit = np.concatenate([y_fit, np.asarray(y_extra, dtype=y_fit.dtype)])
+                extra = np.full(len(X_extra), -1) if origin_extra is None else np.asarray(origin_extra)
+                origin = np.concatenate([np.arange(len(fold.enroll)), extra]).astype(np.int64)
         per_method: dict[str, MethodResult] = {}
         for m in methods:
-            model = fit(m, X_fit, y_fit, X_unknown, seed + fold.index, fold)
+            model = fit(m, X_fit, y_fit, X_unknown, seed + fold.index, fold, origin)
             per_method[m] = score_method(
                 model, X[fold.test_known], y[fold.test_known], X[fold.test_unknown], keep_scores
             )

@@ -147,3 +147,39 @@ def test_calibration_with_fewer_unknown_samples_than_rounds():
     assert len(genuine) == 12 and len(impostor) == 1 + 12  # the one unknown, once; plus left-out speakers
     model, info = fit_backend("cosine", X, y, X_unknown)
     assert info["heldout_impostor"] == 13 and np.isfinite(model.threshold_)
+
+
+def test_variants_follow_their_source_clip_out_of_calibration_training():
+    """A synthetic variant of a held-out clip left in training made the genuine scores optimistic."""
+    from srpl_cli.pipeline import held_out_scores
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(3, 8))
+    y = np.repeat(["a", "b", "c"], 4)
+    X = (centers[np.repeat([0, 1, 2], 4)] + 0.5 * rng.normal(size=(12, 8))).astype(np.float32)
+    # each clip gets an exact copy as its "variant": with the copy tracked, every cosine prototype is
+    # the mean of the same clips as without variants, so the scores must be identical
+    X2, y2 = np.concatenate([X, X]), np.concatenate([y, y])
+    origin = np.concatenate([np.arange(12), np.arange(12)])
+    plain = held_out_scores("cosine", {}, X, y, None)
+    tracked = held_out_scores("cosine", {}, X2, y2, None, origin=origin)
+    np.testing.assert_allclose(tracked[0], plain[0], rtol=1e-6)
+    np.testing.assert_allclose(tracked[1], plain[1], rtol=1e-6)
+    untracked = held_out_scores("cosine", {}, X2, y2, None)
+    assert len(untracked[0]) == 24 and untracked[0].mean() > plain[0].mean() + 0.05  # the leak
+    # a variant of no single clip (origin -1) stays in training and is never scored
+    origin[12:] = -1
+    assert len(held_out_scores("cosine", {}, X2, y2, None, origin=origin)[0]) == 12
+
+
+def test_variant_sources_match_enrollment_rows(tmp_path):
+    from srpl_cli.pipeline import _source_rows
+
+    clips = [[tmp_path / "a" / "1.wav", tmp_path / "a" / "2.wav"], [tmp_path / "b" / "1.wav"]]
+    sources = {
+        "v1": str(tmp_path / "a" / "2.wav"),  # same path
+        "v2": "elsewhere/b/1.wav",  # relative to another directory: "1.wav" is ambiguous
+        "v3": "other/2.wav",  # ...but "2.wav" is not
+        "v4": "gone.wav",
+    }
+    assert _source_rows(sources, clips) == {"v1": 1, "v3": 1}

@@ -423,9 +423,7 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_synthetic(path: str | Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Read a synthesis folder -> (known variants per speaker, unknown clips), as written files only."""
-    path = Path(path)
+def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
@@ -434,19 +432,45 @@ def read_synthetic(path: str | Path) -> tuple[dict[str, list[Path]], list[Path]]
         raise DataError(f"{path / MANIFEST}: unreadable synthesis manifest ({type(exc).__name__})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path / MANIFEST}: not an `srpl synthesize` manifest")
-    known: dict[str, list[Path]] = {}
-    unknown: list[Path] = []
+    return manifest
+
+
+def _kept_files(path: Path, manifest: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
     for f in manifest.get("files", []):
         if not f.get("kept") or not f.get("path"):
             continue
         p = path / f["path"]
         if not p.is_file():
             raise DataError(f"{p}: listed in the synthesis manifest but missing; re-run `srpl synthesize`")
+        out.append((p, f))
+    return out
+
+
+def read_synthetic(path: str | Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Read a synthesis folder -> (known variants per speaker, unknown clips), as written files only."""
+    path = Path(path)
+    known: dict[str, list[Path]] = {}
+    unknown: list[Path] = []
+    for p, f in _kept_files(path, _read_manifest(path)):
         if f["role"] == "known":
             known.setdefault(f["speaker"], []).append(p)
         else:
             unknown.append(p)
     return known, unknown
+
+
+def variant_sources(path: str | Path) -> dict[str, str]:
+    """Written variant file -> the enrollment clip it was made from, as recorded (perturb engine).
+
+    TTS variants are made from a speaker's voice, not from one clip, and are absent.
+    """
+    path = Path(path)
+    return {
+        str(p): str(f["source"])
+        for p, f in _kept_files(path, _read_manifest(path))
+        if f["role"] == "known" and f.get("source")
+    }
 
 
 def transform_of(entry: dict[str, Any]) -> Transform | None:

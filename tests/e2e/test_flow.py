@@ -247,6 +247,8 @@ def test_synthesize_then_tune_with_synthetic(tmp_path):
     assert r.returncode == 0, r.stderr
     tuned = json.loads(r.stdout)
     assert tuned["n_unknown"] == report["unknown_kept"]
+    # the 3 variants join the enrollment but are never scored as held-out genuine clips
+    assert tuned["calibration"]["heldout_genuine"] == 9
     clip = sorted(sorted(speakers.iterdir())[0].glob("*.flac"))[-1]
     res = identify_json(ws, clip)[0]
     assert res["top"][0]["speaker"] == clip.parent.name and len(res["scores"]) == 3
