@@ -205,9 +205,10 @@ class ERes2NetV2Backbone(Backbone):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device).eval()
+        # the content hash alone names the weights: the same file from the hub cache or from
+        # --backbone-path gives the same id, so cached embeddings and tuned models stay usable
         digest = _hub.file_digest(ckpt)[:12]
-        revision = _hub.HUB_MODELS[MODEL_NAME].revision if source is None else "local"
-        return cls(model, device, f"{MODEL_NAME}:{revision}:{digest}", config["embed_dim"])
+        return cls(model, device, f"{MODEL_NAME}:{digest}", config["embed_dim"])
 
     @property
     def identifier(self) -> str:

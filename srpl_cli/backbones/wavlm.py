@@ -69,10 +69,11 @@ class WavLMBackbone(Backbone):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device).eval()
         weights = next(folder / f for f in WEIGHT_FILES if (folder / f).is_file())
+        # the content hash alone names the weights: the same file from the hub cache or from
+        # --backbone-path gives the same id, so cached embeddings and tuned models stay usable
         digest = _hub.file_digest(weights)[:12]
-        revision = _hub.HUB_MODELS[MODEL_NAME].revision if source is None else "local"
         dim = int(model.config.xvector_output_dim)
-        return cls(model, extractor, device, f"{MODEL_NAME}:{revision}:{digest}", dim)
+        return cls(model, extractor, device, f"{MODEL_NAME}:{digest}", dim)
 
     @property
     def identifier(self) -> str:

@@ -84,7 +84,9 @@ def test_loads_from_modelscope_cache_offline() -> None:
     state = write_tiny_model(new_layout_dir())
     bb = get_backbone("eres2netv2", device="cpu")  # SRPL_OFFLINE=1 from conftest: cache only
     assert isinstance(bb, ERes2NetV2Backbone)
-    assert bb.identifier.startswith("eres2netv2:v1.0.1:") and bb.dim == 16
+    assert bb.identifier.startswith("eres2netv2:") and bb.dim == 16
+    same = ERes2NetV2Backbone.load(new_layout_dir(), device="cpu")  # as with --backbone-path
+    assert same.identifier == bb.identifier
     out = bb.embed(waves())
     assert out.shape == (4, 16) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -112,7 +114,7 @@ def test_loads_from_legacy_cache_layout() -> None:
 def test_explicit_folder_and_bad_checkpoint(tmp_path: Path) -> None:
     write_tiny_model(tmp_path / "model")
     bb = ERes2NetV2Backbone.load(tmp_path / "model", device="cpu")
-    assert bb.identifier.startswith("eres2netv2:local:")
+    assert bb.identifier.startswith("eres2netv2:")
     with pytest.raises(ModelUnavailableError, match="missing pretrained_eres2netv2.ckpt"):
         ERes2NetV2Backbone.load(tmp_path)
     (tmp_path / "model" / "pretrained_eres2netv2.ckpt").write_bytes(b"garbage")

@@ -83,7 +83,7 @@ def waves() -> list[np.ndarray]:
 
 def test_loads_from_explicit_folder(local_bb: WavLMBackbone) -> None:
     bb = local_bb
-    assert bb.identifier.startswith("wavlm:local:") and bb.dim == 24
+    assert bb.identifier.startswith("wavlm:") and bb.dim == 24
     out = bb.embed(waves())
     assert out.shape == (3, 24) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -95,7 +95,8 @@ def test_loads_from_hf_cache_offline(model_dir: Path, local_bb: WavLMBackbone) -
     bb = get_backbone("wavlm", device="cpu")
     weights = snap / "model.safetensors"
     digest = Path(os.path.realpath(weights)).name
-    assert bb.identifier.startswith(f"wavlm:main:{digest[:12]}:fe1")
+    assert bb.identifier.startswith(f"wavlm:{digest[:12]}:fe1")
+    assert bb.identifier == local_bb.identifier  # same weights, same id, wherever they were loaded from
     np.testing.assert_allclose(bb.embed(waves()), local_bb.embed(waves()), atol=1e-6)
 
 
