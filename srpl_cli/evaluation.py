@@ -70,6 +70,8 @@ class EvalData:
     paths: list[Path] | None = None
     #: per-fold extra training data (audio --cs-my); overrides X_unknown_train when set
     augment: Augment | None = None
+    #: other people's embeddings for cohort backends (``--cohort``; AS-norm), never tested
+    cohort: np.ndarray | None = None
 
 
 def parse_methods(text: str | Sequence[str] | None, folds: bool) -> list[str]:
@@ -235,7 +237,39 @@ def synthetic_augment(
 
 
 # ---------------------------------------------------------------- protocols
-def _fit(calibrate: bool):
+def load_cohort(
+    path: Path, embedding_data: bool, backbone: Any, workspace: Workspace, progress: Progress = None
+) -> np.ndarray:
+    """``--cohort``: embeddings (``<dir>/<speaker>/<n>.npy``) for embedding data, else audio embedded
+    with the evaluation's backbone (through the cache)."""
+    from srpl_cli.datasets import collect_audio, read_embedding_split
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such directory (--cohort)")
+    if embedding_data:
+        return read_embedding_split(path.parent, path.name).X
+    res = embed_clips(collect_audio([path]), backbone, workspace, progress)
+    if len(res.paths_ok) < 2:
+        raise DataError(f"{path}: fewer than 2 usable cohort clips")
+    return res.embeddings
+
+
+def check_cohort(methods: Sequence[str], data: EvalData, augment: bool = False) -> None:
+    """Fail before any fitting when a cohort backend has nothing to normalise against."""
+    from srpl_cli.backends import backend_class
+    from srpl_cli.backends.as_norm import NEEDS_COHORT
+
+    needy = [m for m in methods if backend_class(m).uses_cohort]
+    if needy and data.cohort is None and data.X_unknown_train is None and not augment:
+        raise UsageError(NEEDS_COHORT)
+
+
+def _fit(calibrate: bool, cohort: np.ndarray | None = None):
+    """The per-method fit: calibrated as `tune` does, or plain; cohort backends get ``cohort`` as their
+    unknown samples (when given), every other backend the protocol's own unknown samples."""
+    from srpl_cli.backends import backend_class, get_backend
+
     def fit(
         method: str,
         X: np.ndarray,
@@ -245,10 +279,10 @@ def _fit(calibrate: bool):
         fold: Fold | None = None,
         origin: np.ndarray | None = None,
     ):
+        if cohort is not None and backend_class(method).uses_cohort:
+            Xu = cohort
         if calibrate:
             return fit_backend(method, X, y, Xu, seed, origin=origin)[0]
-        from srpl_cli.backends import backend_class, get_backend
-
         kwargs = {"random_state": seed} if "random_state" in backend_class(method)._param_names() else {}
         return get_backend(method, **kwargs).fit(X, y, Xu)
 
@@ -287,6 +321,7 @@ def run_folds(
     augment = data.augment
     if augment is None and data.X_unknown_train is not None:
         augment = lambda fold: (None, None, data.X_unknown_train, None)  # noqa: E731 - same in every fold
+    check_cohort(methods, data, augment is not None)
     protocol = {
         **data.description,
         "folds": folds,
@@ -294,9 +329,10 @@ def run_folds(
         "shots": shots,
         "seed": seed,
         "cs_my": augment is not None,
+        "cohort": None if data.cohort is None else len(data.cohort),
     }
     return evaluate_folds(
-        X, y, split, methods, _fit(calibrate), seed, augment, keep_scores, progress, protocol
+        X, y, split, methods, _fit(calibrate, data.cohort), seed, augment, keep_scores, progress, protocol
     )
 
 
@@ -343,7 +379,8 @@ def run_fixed_split(
         raise DataError("no unknown speakers in the test split")
     if len(test_known) == 0:
         raise DataError(f"none of the known speakers {protocol['known'][:10]} has test clips in emb_test/")
-    fit = _fit(calibrate)
+    check_cohort(methods, data)
+    fit = _fit(calibrate, data.cohort)
     results = {}
     for m in methods:
         model = fit(m, Xtr, ytr, data.X_unknown_train, seed)

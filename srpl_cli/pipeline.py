@@ -389,7 +389,10 @@ def tune(
     from srpl_cli.backends import backend_class
     from srpl_cli.datasets import collect_audio
 
-    backend_class(method)  # fail on a bad --method before any audio work
+    if backend_class(method).uses_cohort and unknown_dir is None and synthetic is None:
+        from srpl_cli.backends.as_norm import NEEDS_COHORT
+
+        raise UsageError(NEEDS_COHORT)  # before any audio work, like a bad --method
     check_name(model_name, "model name")
     ws = (workspace or Workspace()).ensure()
     bb = load_backbone(backbone, backbone_source)

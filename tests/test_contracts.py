@@ -17,12 +17,21 @@ from srpl_cli.errors import DataError, NotFittedError
 FAST = {"epochs": 3, "hidden_dims": (16, 8), "device": "cpu", "random_state": 0, "n_models": 2, "steps": 5}
 
 DIM = 12
+#: other people's embeddings for cohort backends (AS-norm), which cannot score without them
+COHORT = np.random.default_rng(9).normal(size=(6, DIM)).astype(np.float32)
 
 
 def make(name: str):
     cls = backend_class(name)
     names = set(cls._param_names())
     return get_backend(name, **{k: v for k, v in FAST.items() if k in names})
+
+
+def fit(est, X, y, X_unknown=None):
+    """``est.fit``, giving cohort backends the cohort they always need."""
+    if est.uses_cohort and X_unknown is None:
+        X_unknown = COHORT
+    return est.fit(X, y, X_unknown=X_unknown)
 
 
 def blobs(n_speakers: int = 4, per: int = 4, seed: int = 0, labels=None):
@@ -41,7 +50,7 @@ def name(request: pytest.FixtureRequest) -> str:
 def test_fit_returns_self_and_scores(name: str) -> None:
     X, y = blobs()
     est = make(name)
-    assert est.fit(X, y) is est
+    assert fit(est, X, y) is est
     assert list(est.classes_) == [0, 1, 2, 3]
     scores = est.decision_function(X[:5])
     assert scores.shape == (5, 4) and scores.dtype == np.float32
@@ -67,18 +76,18 @@ def test_not_fitted_raises(name: str) -> None:
 def test_bad_input_raises_data_error(name: str) -> None:
     X, y = blobs()
     with pytest.raises(DataError):
-        make(name).fit(X[:, :, None], y)
+        fit(make(name), X[:, :, None], y)
     with pytest.raises(DataError):
-        make(name).fit(X, y[:-1])
+        fit(make(name), X, y[:-1])
     with pytest.raises(DataError):
-        make(name).fit(X, np.zeros(len(X)))  # a single speaker
+        fit(make(name), X, np.zeros(len(X)))  # a single speaker
     bad = X.copy()
     bad[0, 0] = np.nan
     with pytest.raises(DataError):
-        make(name).fit(bad, y)
+        fit(make(name), bad, y)
     with pytest.raises(DataError):
-        make(name).fit(X, y, X_unknown=np.zeros((3, DIM + 1), np.float32))
-    est = make(name).fit(X, y)
+        fit(make(name), X, y, X_unknown=np.zeros((3, DIM + 1), np.float32))
+    est = fit(make(name), X, y)
     with pytest.raises(DataError):
         est.decision_function(np.zeros((2, DIM + 1), np.float32))
     with pytest.raises(DataError):
@@ -87,7 +96,7 @@ def test_bad_input_raises_data_error(name: str) -> None:
 
 def test_save_load_round_trip(name: str, tmp_path) -> None:
     X, y = blobs()
-    est = make(name).fit(X, y)
+    est = fit(make(name), X, y)
     est.set_threshold(0.25)
     est.save(tmp_path / "m", metadata={"note": "x"})
     for loaded in (backend_class(name).load(tmp_path / "m"), load_backend(tmp_path / "m")):
@@ -117,7 +126,7 @@ def test_params(name: str) -> None:
 
 def test_many_speakers(name: str) -> None:
     X, y = blobs(n_speakers=20, per=3, seed=1)
-    est = make(name).fit(X, y)
+    est = fit(make(name), X, y)
     assert est.decision_function(X).shape == (60, 20)
     assert est.predict(X).max() <= 19
 
@@ -125,14 +134,19 @@ def test_many_speakers(name: str) -> None:
 def test_unknown_samples_accepted(name: str) -> None:
     X, y = blobs()
     Xu = np.random.default_rng(5).normal(size=(7, DIM)).astype(np.float32)
-    est = make(name).fit(X, y, X_unknown=Xu)
+    est = fit(make(name), X, y, X_unknown=Xu)
     assert est.decision_function(Xu).shape == (7, 4)
-    assert make(name).fit(X, y, X_unknown=np.zeros((0, DIM), np.float32)) is not None
+    empty = np.zeros((0, DIM), np.float32)
+    if backend_class(name).uses_cohort:  # an empty cohort is no cohort: say how to pass one
+        with pytest.raises(DataError, match="--cohort"):
+            make(name).fit(X, y, X_unknown=empty)
+    else:
+        assert make(name).fit(X, y, X_unknown=empty) is not None
 
 
 def test_string_labels(name: str, tmp_path) -> None:
     X, y = blobs(n_speakers=3, labels=["bob", "alice", "carol"])
-    est = make(name).fit(X, y)
+    est = fit(make(name), X, y)
     assert list(est.classes_) == ["alice", "bob", "carol"]
     assert est.decision_function(X).shape == (len(X), 3)
     est.save(tmp_path / "s")

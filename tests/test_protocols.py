@@ -183,3 +183,17 @@ def test_variant_sources_match_enrollment_rows(tmp_path):
         "v4": "gone.wav",
     }
     assert _source_rows(sources, clips) == {"v1": 1, "v3": 1}
+
+
+def test_as_norm_calibrates_like_tune_with_its_cohort():
+    """`srpl tune --method as-norm --unknown-dir DIR`: the cohort is also held-out impostor data."""
+    from srpl_cli.pipeline import fit_backend
+
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(4, 8))
+    y = np.repeat(["a", "b", "c", "d"], 5)
+    X = (centers[np.repeat(np.arange(4), 5)] + 0.3 * rng.normal(size=(20, 8))).astype(np.float32)
+    cohort = rng.normal(size=(12, 8)).astype(np.float32)
+    model, info = fit_backend("as-norm", X, y, cohort)
+    assert info["heldout_impostor"] == 12 + 20 and info["heldout_genuine"] == 20
+    assert np.isfinite(model.threshold_) and len(model.cohort_) == 12

@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
     "cosine": "srpl_cli.backends.cosine:CosineBackend",
     "srpl": "srpl_cli.backends.srpl:SRPLBackend",
     "anchored-cosine": "srpl_cli.backends.anchored_cosine:AnchoredCosineBackend",
+    "as-norm": "srpl_cli.backends.as_norm:ASNormBackend",
 }
 
 

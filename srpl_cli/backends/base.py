@@ -48,6 +48,8 @@ class OpenSetClassifier:
 
     #: registry name, written to meta.json so ``load_backend`` can find the class again
     name: ClassVar[str] = ""
+    #: True when ``X_unknown`` is a normalisation cohort rather than training negatives (AS-norm)
+    uses_cohort: ClassVar[bool] = False
 
     # ---- parameters (scikit-learn's get_params / set_params) ----
     @classmethod

@@ -17,6 +17,7 @@ HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding
   srpl evaluate --data ./qspeech-wavlm --checkpoint ./qspeech-wavlm/reference-checkpoint --json
   srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --method cosine,srpl
   srpl evaluate --data ./emodb --backbone dvector --folds 10 --known 5 --shots 5 --enroll-glob '?????N?.flac'
+  srpl evaluate --data ./emodb --backbone dvector --folds 10 --method as-norm,anchored-cosine --cohort ./others
   srpl evaluate --dataset NAME --cs-my
 """
 
@@ -75,6 +76,14 @@ def evaluate(
         str | None,
         typer.Option("--enroll-glob", help="Only clips whose file name matches may be enrollment clips."),
     ] = None,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(
+            "--cohort",
+            help="Other people for cohort methods (as-norm): audio folder, or <dir>/<speaker>/<n>.npy "
+            "embeddings for embedding data. Never tested.",
+        ),
+    ] = None,
     calibrate: Annotated[
         bool,
         typer.Option(
@@ -132,6 +141,12 @@ def evaluate(
             if cs_my:
                 edata.augment = ev.synthetic_augment(edata, bb, ws, seed)
             folds = folds or 10
+        if cohort is not None:
+            if checkpoint is not None:
+                raise UsageError("--cohort is for fitting methods; --checkpoint scores a fixed model")
+            edata.cohort = ev.load_cohort(
+                cohort, embedding_data, None if embedding_data else bb, ws, progress
+            )
     keep = plot is not None
     with progress_bar("fitting", quiet or json_) as progress:
         if checkpoint is not None:

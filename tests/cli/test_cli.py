@@ -163,6 +163,28 @@ def test_evaluate_folds_json_and_table(tmp_path):
     assert r.returncode == 0 and "±" in r.stdout and "ΔOSCR" in r.stdout and "cosine" in r.stdout
 
 
+def test_evaluate_as_norm_with_a_cohort(tmp_path):
+    """The AS-norm baseline: its cohort reaches only it; without one, a usage error before any fitting."""
+    _embedding_dataset(tmp_path / "ds")
+    rng = np.random.default_rng(3)
+    for s in range(40, 46):  # other people, never tested
+        (tmp_path / "others" / str(s)).mkdir(parents=True)
+        for i in range(3):
+            np.save(tmp_path / "others" / str(s) / f"{i}.npy", rng.normal(size=(1, 16)).astype(np.float32))
+    args = ["evaluate", "--data", str(tmp_path / "ds"), "--folds", "3", "--known", "0-4", "--shots", "3"]
+    r = srpl(*args, "--method", "as-norm", "--cohort", str(tmp_path / "others"), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert set(report["summary"]) == {"cosine", "as-norm"} and report["protocol"]["cohort"] == 18
+    assert report["summary"]["as-norm"]["acc"]["mean"] > 80
+    r = srpl(*args, "--method", "as-norm")
+    assert r.returncode == 2 and "--cohort DIR for `srpl evaluate`" in r.stderr
+    r = srpl(*args, "--method", "as-norm", "--cohort", str(tmp_path / "nope"))
+    assert r.returncode == 3 and "no such directory (--cohort)" in r.stderr
+    r = srpl("tune", str(tmp_path), "--method", "as-norm", "--workspace", str(tmp_path / "ws"))
+    assert r.returncode == 2 and "--unknown-dir DIR for `srpl tune`" in r.stderr
+
+
 def test_evaluate_plots(tmp_path):
     pytest.importorskip("matplotlib")
     _embedding_dataset(tmp_path / "ds")
