@@ -36,8 +36,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = str(Path(tmp) / "ws")
         subprocess.run(
-            [sys.executable, "-m", "srpl_cli", "tune", str(DATA), "--shots", "5", "--backbone", "dvector",
-             "--workspace", ws, "--quiet"], check=True, capture_output=True)
+            [
+                sys.executable,
+                "-m",
+                "srpl_cli",
+                "tune",
+                str(DATA),
+                "--shots",
+                "5",
+                "--backbone",
+                "dvector",
+                "--workspace",
+                ws,
+                "--quiet",
+            ],
+            check=True,
+            capture_output=True,
+        )
         clip = sorted(sorted(DATA.iterdir())[0].glob("*.flac"))[-1]
         t = timed(["identify", str(clip), "--workspace", ws], repeat=3)
         print(f"srpl identify clip.wav (cold process, cached embedding): median {statistics.median(t):.2f} s")
