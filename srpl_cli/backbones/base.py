@@ -25,11 +25,6 @@ class Backbone(ABC):
     #: cached embeddings and tuned models made with the old front end are never mixed with new ones
     frontend_version: ClassVar[int] = 1
 
-    def _versioned(self, weights_id: str) -> str:
-        """``weights_id`` + front-end version + window length: the full identity of the embeddings."""
-        window = getattr(self, "window_s", None)
-        return f"{weights_id}:fe{self.frontend_version}" + (f":w{window:g}" if window else "")
-
     @classmethod
     @abstractmethod
     def load(
@@ -47,10 +42,15 @@ class Backbone(ABC):
         found raises ``ModelUnavailableError`` naming ``srpl download`` and ``--backbone dvector``.
         """
 
+    #: name + content hash of the weights, set by ``load`` (same file, same id, wherever it came from)
+    _identifier: str = ""
+
     @property
-    @abstractmethod
     def identifier(self) -> str:
-        """Stable id of the weights (name + revision / content hash): part of the embedding cache key."""
+        """Weights id + front-end version + window length: the full identity of the embeddings, part
+        of the embedding cache key."""
+        window = getattr(self, "window_s", None)
+        return f"{self._identifier}:fe{self.frontend_version}" + (f":w{window:g}" if window else "")
 
     @abstractmethod
     def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:

@@ -222,10 +222,6 @@ class DVectorBackbone(Backbone):
         encoder.to(device).eval()
         return cls(encoder, device, f"dvector:{version}:{_sha256(path)[:12]}")
 
-    @property
-    def identifier(self) -> str:
-        return self._versioned(self._identifier)
-
     def mel_frames(self, wave: np.ndarray) -> Any:
         """40-bin mel power spectrogram (frames, 40): librosa's ``melspectrogram`` defaults in torch."""
         import torch

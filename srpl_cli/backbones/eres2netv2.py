@@ -210,10 +210,6 @@ class ERes2NetV2Backbone(Backbone):
         digest = _hub.file_digest(ckpt)[:12]
         return cls(model, device, f"{MODEL_NAME}:{digest}", config["embed_dim"])
 
-    @property
-    def identifier(self) -> str:
-        return self._versioned(self._identifier)
-
     @staticmethod
     def features(wave: np.ndarray) -> Any:
         """80-bin Kaldi fbank (25 ms / 10 ms, dither 0) minus its mean over time: (frames, 80)."""

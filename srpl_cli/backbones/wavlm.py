@@ -75,10 +75,6 @@ class WavLMBackbone(Backbone):
         dim = int(model.config.xvector_output_dim)
         return cls(model, extractor, device, f"{MODEL_NAME}:{digest}", dim)
 
-    @property
-    def identifier(self) -> str:
-        return self._versioned(self._identifier)
-
     def embed(self, waves: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """Embed clips; long clips as the mean of ``window_s`` windows.
 
