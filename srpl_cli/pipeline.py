@@ -345,27 +345,35 @@ def held_out_scores(
     )
 
 
-def _source_rows(sources: dict[str, str], clips_per_speaker: list[list[Path]]) -> dict[str, int]:
+def _source_rows(
+    sources: dict[str, str],
+    clips_per_speaker: list[list[Path]],
+    variant_speaker: dict[str, int] | None = None,
+) -> dict[str, int]:
     """Variant file -> row of its source clip among the enrollment rows (speakers in order).
 
     Recorded sources are matched by resolved path, else by file name when that is unambiguous (the
     manifest keeps paths as given to `srpl synthesize`, which may be relative to another directory).
+    With ``variant_speaker`` (variant -> index into ``clips_per_speaker``), a match to another
+    speaker's clip is dropped: a variant is labelled with its own speaker and must follow that
+    speaker's clip.
     """
     by_path: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
-    row = 0
-    for clips in clips_per_speaker:
+    speaker_of_row: list[int] = []
+    for k, clips in enumerate(clips_per_speaker):
         for p in clips:
-            by_path[str(Path(p).resolve())] = row
-            by_name.setdefault(Path(p).name, []).append(row)
-            row += 1
+            by_path[str(Path(p).resolve())] = len(speaker_of_row)
+            by_name.setdefault(Path(p).name, []).append(len(speaker_of_row))
+            speaker_of_row.append(k)
     out = {}
     for variant, src in sources.items():
         r = by_path.get(str(Path(src).resolve()))
         if r is None and len(by_name.get(Path(src).name, [])) == 1:
             r = by_name[Path(src).name][0]
-        if r is not None:
-            out[variant] = r
+        if r is None or (variant_speaker is not None and variant_speaker.get(variant) != speaker_of_row[r]):
+            continue
+        out[variant] = r
     return out
 
 
@@ -415,7 +423,11 @@ def tune(
         if extra_paths:
             res = embed_clips(extra_paths, bb, ws, None, min_speech_s)
             spk_of = {str(p): s for s in names for p in known_syn.get(s, [])}
-            source_row = _source_rows(variant_sources(Path(synthetic)), [used[s] for s in names])
+            source_row = _source_rows(
+                variant_sources(Path(synthetic)),
+                [used[s] for s in names],
+                {p: names.index(s) for p, s in spk_of.items()},
+            )
             origin = np.concatenate(
                 [np.arange(len(X)), [source_row.get(str(p), -1) for p in res.paths_ok]]
             ).astype(np.int64)

@@ -183,6 +183,8 @@ def test_variant_sources_match_enrollment_rows(tmp_path):
         "v4": "gone.wav",
     }
     assert _source_rows(sources, clips) == {"v1": 1, "v3": 1}
+    # a source clip of another speaker never claims a variant
+    assert _source_rows(sources, clips, {"v1": 1, "v3": 0}) == {"v3": 1}
 
 
 def test_as_norm_calibrates_like_tune_with_its_cohort():
