@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from srpl_cli.calibration import fit_backend
 from srpl_cli.errors import DataError, UsageError
-from srpl_cli.pipeline import DEFAULT_METHOD, Progress, embed_clips, fit_backend, load_backbone
+from srpl_cli.pipeline import DEFAULT_METHOD, Progress, embed_clips, load_backbone
 from srpl_cli.protocols import (
     Augment,
     Fold,

@@ -17,6 +17,7 @@ import numpy as np
 
 from srpl_cli._version import __version__
 from srpl_cli.backbones import DEFAULT_BACKBONE
+from srpl_cli.calibration import DEFAULT_TARGET_FAR, fit_backend
 from srpl_cli.errors import DataError, StateError, UsageError
 from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
 
@@ -26,14 +27,6 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
-#: None: threshold where held-out false accepts equal false rejects; a number: that false-accept rate
-DEFAULT_TARGET_FAR: float | None = None
-#: false-accept rate used when impostor scores exist but no genuine ones (one clip per speaker)
-FALLBACK_FAR = 0.05
-#: false-reject rate aimed for on held-out enrollment clips when there are too few speakers for impostors
-DEFAULT_TARGET_FRR = 0.05
-
-
 # ---------------------------------------------------------------- results
 @dataclass
 class ClipIssue:
@@ -207,142 +200,6 @@ def enroll(
             }
             ws.save_profile(bb.name, s, X, info)
     return report, X_by, used
-
-
-# ---------------------------------------------------------------- fitting (shared by tune and evaluate)
-def fit_backend(
-    method: str,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_unknown: np.ndarray | None = None,
-    seed: int = 0,
-    target_far: float | None = DEFAULT_TARGET_FAR,
-    params: dict[str, Any] | None = None,
-    origin: np.ndarray | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Fit backend ``method`` and calibrate its rejection threshold (the same rule in tune and evaluate).
-
-    The threshold needs scores of clips the model did not train on (docs/usage.md, "Rejection
-    threshold"). Genuine scores come from cross-fitting the enrollment (each round holds one clip of
-    every speaker out); impostor scores from leaving whole speakers out (their clips, scored by a
-    model that does not know them, are in-domain strangers) plus any unknown samples. With
-    ``target_far=None`` the threshold is where held-out false accepts equal false rejects; otherwise it
-    accepts at most ``target_far`` of the impostor scores. ``origin`` (see ``held_out_scores``) ties
-    synthetic variants to the clip they were made from.
-    """
-    from srpl_cli.backends import backend_class, get_backend
-    from srpl_cli.backends.calibration import threshold_at_far
-
-    cls = backend_class(method)
-    kwargs = dict(params or {})
-    if "random_state" in cls._param_names() and "random_state" not in kwargs:
-        kwargs["random_state"] = seed
-    model = get_backend(method, **kwargs).fit(X, y, X_unknown)
-    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin)
-    if len(impostor) and len(genuine) and target_far is None:
-        thr = equal_error_threshold(genuine, impostor)
-        rule = "equal held-out false-accept and false-reject rates"
-    elif len(impostor):
-        far = target_far if target_far is not None else FALLBACK_FAR
-        thr = threshold_at_far(impostor, far)
-        rule = f"accept at most {far:.0%} of held-out impostor scores"
-    elif len(genuine):
-        from srpl_cli.backends.calibration import threshold_at_frr
-
-        thr = threshold_at_frr(genuine, DEFAULT_TARGET_FRR)
-        rule = f"reject at most {DEFAULT_TARGET_FRR:.0%} of held-out enrollment clips (too few speakers for impostors)"
-    else:
-        thr = float(model.threshold_)
-        rule = "backend default (too few clips to hold any out)"
-    model.set_threshold(thr)
-    info: dict[str, Any] = {
-        "rule": rule,
-        "threshold": float(thr),
-        "target_far": target_far,
-        "heldout_genuine": int(len(genuine)),
-        "heldout_impostor": int(len(impostor)),
-    }
-    if len(genuine):
-        info["heldout_frr"] = float((genuine < thr).mean())
-    if len(impostor):
-        info["heldout_far"] = float((impostor >= thr).mean())
-    return model, info
-
-
-def equal_error_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """Threshold (accept when score >= t) where the false-reject rate of ``genuine`` best equals the
-    false-accept rate of ``impostor``; midway between neighbouring scores so it generalises."""
-    scores = np.unique(np.concatenate([genuine, impostor]))
-    g = np.sort(genuine)
-    i = np.sort(impostor)
-    frr = np.searchsorted(g, scores, side="left") / len(g)
-    far = 1.0 - np.searchsorted(i, scores, side="left") / len(i)
-    k = int(np.argmin(np.abs(frr - far) + 1e-9 * np.arange(len(scores))))
-    lower = scores[k - 1] if k > 0 else scores[k] - 1e-6
-    return float((lower + scores[k]) / 2)
-
-
-def held_out_scores(
-    method: str,
-    kwargs: dict[str, Any],
-    X: np.ndarray,
-    y: np.ndarray,
-    X_unknown: np.ndarray | None,
-    rounds: int = 5,
-    max_speaker_groups: int = 10,
-    origin: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(genuine, impostor) open-set scores of clips the fitted model did not see.
-
-    Genuine: round r holds clip r of every speaker out; the clip scores its best column, as in
-    `identify`. Impostor: each round leaves a group of speakers out entirely (at most
-    ``max_speaker_groups`` rounds, so cost stays bounded), and their clips' best scores are what a
-    stranger of the same domain would get; unknown samples are held out 1/rounds at a time.
-
-    ``origin[i]`` is the row of the real clip that row ``i`` was made from: ``i`` for a real clip, the
-    source row for a synthetic variant, -1 for a variant of no single clip. Only real clips are scored,
-    and a held-out clip takes its variants out with it (a variant of the test clip in the training data
-    would make the genuine scores optimistic). Without ``origin`` every row is a real clip.
-    """
-    from srpl_cli.backends import get_backend
-
-    y = np.asarray(y)
-    real = np.ones(len(y), bool) if origin is None else np.asarray(origin) == np.arange(len(y))
-    classes, y_idx = np.unique(y, return_inverse=True)
-    counts = np.bincount(y_idx[real], minlength=len(classes))
-    genuine: list[np.ndarray] = []
-    impostor: list[np.ndarray] = []
-    has_unknown = X_unknown is not None and len(X_unknown) > 0
-    if counts.min() >= 2:
-        pos = np.full(len(y), -1)
-        for c in range(len(classes)):
-            idx = np.flatnonzero(real & (y_idx == c))
-            pos[idx] = np.arange(len(idx))
-        if origin is not None:  # a variant follows its source clip in and out
-            derived = ~real & (np.asarray(origin) >= 0)
-            pos[derived] = pos[np.asarray(origin)[derived]]
-        n_rounds = int(min(rounds, counts.min()))
-        u_fold = np.arange(len(X_unknown)) % n_rounds if has_unknown else None
-        for r in range(n_rounds):
-            held = (pos >= 0) & (pos % n_rounds == r)
-            Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
-            m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
-            genuine.append(m.score_samples(X[held & real]))
-            if u_fold is not None and (u_fold == r).any():  # fewer unknowns than rounds: some hold none
-                impostor.append(m.score_samples(X_unknown[u_fold == r]))
-    if len(classes) >= 3:  # the model left after removing a group must still know 2 speakers
-        n_groups = min(max_speaker_groups, len(classes))
-        group_of = np.arange(len(classes)) % n_groups
-        for g in range(n_groups):
-            out = group_of[y_idx] == g
-            if len(np.unique(y_idx[~out])) < 2:
-                continue
-            m = get_backend(method, **kwargs).fit(X[~out], y[~out], X_unknown)
-            impostor.append(m.score_samples(X[out & real]))
-    return (
-        np.concatenate(genuine) if genuine else np.zeros(0, np.float32),
-        np.concatenate(impostor) if impostor else np.zeros(0, np.float32),
-    )
 
 
 def _source_rows(

@@ -177,7 +177,7 @@ class FoldsReport:
 
 
 #: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold, origin_or_None) -> fitted
-#: OpenSetClassifier; origin as in ``srpl_cli.pipeline.held_out_scores`` (None: every row a real clip)
+#: OpenSetClassifier; origin as in ``srpl_cli.calibration.held_out_scores`` (None: every row a real clip)
 FitFn = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", int, Fold, "np.ndarray | None"], Any]
 
 

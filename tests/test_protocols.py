@@ -136,7 +136,7 @@ def test_evaluate_audio_missing_unknown_dir_is_an_error(tmp_path):
 
 def test_calibration_with_fewer_unknown_samples_than_rounds():
     """tune --unknown-dir with 1 clip (or --synthetic with 2 voices) failed with "error: X is empty"."""
-    from srpl_cli.pipeline import fit_backend, held_out_scores
+    from srpl_cli.calibration import fit_backend, held_out_scores
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 8))
@@ -151,7 +151,7 @@ def test_calibration_with_fewer_unknown_samples_than_rounds():
 
 def test_variants_follow_their_source_clip_out_of_calibration_training():
     """A synthetic variant of a held-out clip left in training made the genuine scores optimistic."""
-    from srpl_cli.pipeline import held_out_scores
+    from srpl_cli.calibration import held_out_scores
 
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(3, 8))
@@ -189,7 +189,7 @@ def test_variant_sources_match_enrollment_rows(tmp_path):
 
 def test_as_norm_calibrates_like_tune_with_its_cohort():
     """`srpl tune --method as-norm --unknown-dir DIR`: the cohort is also held-out impostor data."""
-    from srpl_cli.pipeline import fit_backend
+    from srpl_cli.calibration import fit_backend
 
     rng = np.random.default_rng(2)
     centers = rng.normal(size=(4, 8))
