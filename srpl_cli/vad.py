@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -78,12 +79,15 @@ def _import_silero_sequence() -> Any:
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     try:
-        from silero_vad import load_silero_vad
+        with warnings.catch_warnings():  # its loader uses the deprecated importlib.resources.path
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from silero_vad import load_silero_vad
+
+            return load_silero_vad(sequence=True)
     finally:
         torch = sys.modules.get("torch")
         if torch is not None and threads is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    return load_silero_vad(sequence=True)
 
 
 def detector_name() -> str:
