@@ -430,6 +430,10 @@ def identify(
     names = [str(c) for c in backend.classes_]
     by_path: dict[str, Identification] = {}
     if res is not None and len(res.paths_ok):
+        for p, q in zip(res.paths_ok, res.qualities, strict=True):
+            for w in q.warnings:
+                if "outside [-1, 1]" in w:  # the clip was changed before scoring: say so
+                    log.warning("%s: %s", p, w)
         S = backend.decision_function(res.embeddings)
         for p, row in zip(res.paths_ok, S, strict=True):
             order = np.argsort(-row)
