@@ -50,7 +50,9 @@ def test_fast_paths_match_reference_on_real_speech(name: str, tmp_path: Path) ->
     assert np.sum(expected * bf16.embed(waves), axis=1).min() >= 0.9999
 
 
-def test_default_path_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_default_path_follows_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv(_cpu.ENV, raising=False)
     assert _cpu.resolve_path("cuda") == "eager"  # the GPU runs the reference
     assert _cpu.resolve_path("cuda:1", "bf16") == "eager"
