@@ -218,8 +218,13 @@ def export_onnx(
     The folder is built beside ``out`` and renamed into place once both graphs pass the onnxruntime check,
     so an interrupted or failed export leaves nothing behind.
     """
+    import importlib.util
+
     import torch
 
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"srpl export needs {' and '.join(missing)}: pip install 'srpl-cli[export]'")
     out = Path(out)
     if out.exists():
         raise UsageError(f"{out} already exists; choose a new folder for the export")
