@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from srpl_cli.audio import DEFAULT_WINDOW_S, windows
-from srpl_cli.backbones import _hub
-from srpl_cli.backbones.base import Backbone
+from srpl_cli.backbones import _cpu, _hub
+from srpl_cli.backbones.base import Backbone, equal_length_groups
 from srpl_cli.errors import ModelUnavailableError
 
 MODEL_NAME = "eres2netv2"
@@ -153,13 +153,29 @@ class ERes2NetV2Backbone(Backbone):
     dim = 192
 
     def __init__(
-        self, model: Any, device: str, identifier: str, dim: int, window_s: float = DEFAULT_WINDOW_S
+        self,
+        model: Any,
+        device: str,
+        identifier: str,
+        dim: int,
+        window_s: float = DEFAULT_WINDOW_S,
+        path: str = "eager",
     ) -> None:
-        self._model = model
+        self._model = prepare_model(model, path)
         self.device = device
         self._identifier = identifier
         self.dim = dim  # type: ignore[misc]  # instance value: a local model may differ from 192
         self.window_s = window_s
+        self.path = path
+
+    def with_path(self, path: str) -> ERes2NetV2Backbone:
+        """The same weights on another inference path (a converted copy; this backbone is unchanged)."""
+        import copy
+
+        if self.path != "eager":
+            raise ValueError("convert from the eager (reference) backbone")
+        model = copy.deepcopy(self._model)
+        return ERes2NetV2Backbone(model, self.device, self._identifier, self.dim, self.window_s, path)
 
     @classmethod
     def load(
@@ -168,7 +184,9 @@ class ERes2NetV2Backbone(Backbone):
         *,
         local_files_only: bool | None = None,
         device: str | None = None,
+        path: str | None = None,
     ) -> ERes2NetV2Backbone:
+        """See ``Backbone.load``; ``path`` picks the inference path (default ``$SRPL_CPU_PATH`` / auto)."""
         import torch
 
         folder = _hub.resolve_model(MODEL_NAME, source, local_files_only=local_files_only)
@@ -208,7 +226,8 @@ class ERes2NetV2Backbone(Backbone):
         # the content hash alone names the weights: the same file from the hub cache or from
         # --backbone-path gives the same id, so cached embeddings and tuned models stay usable
         digest = _hub.file_digest(ckpt)[:12]
-        return cls(model, device, f"{MODEL_NAME}:{digest}", config["embed_dim"])
+        path = _cpu.resolve_path(device, path)
+        return cls(model, device, f"{MODEL_NAME}:{digest}", config["embed_dim"], path=path)
 
     @staticmethod
     def features(wave: np.ndarray) -> Any:
@@ -225,11 +244,8 @@ class ERes2NetV2Backbone(Backbone):
     def embed(self, waves: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         """Embed clips; long clips as the mean of ``window_s`` windows.
 
-        Length bucketing: segments are sorted by frame count and only segments of *equal* length share a
-        forward pass. The network has no padding mask (its statistics pooling would average padded
-        frames), so padding would make a clip's embedding depend on its batch neighbours; equal-length
-        buckets keep every embedding batch-independent while fixed-length windows and datasets of
-        fixed-length clips still batch fully.
+        Only segments of *equal* frame count share a forward pass (``equal_length_groups``): the network
+        has no padding mask, so padding would make a clip's embedding depend on its batch neighbours.
         """
         import torch
 
@@ -239,21 +255,10 @@ class ERes2NetV2Backbone(Backbone):
                 segments.append((i, self.features(seg)))
         sums = np.zeros((len(waves), self.dim), dtype=np.float64)
         counts = np.zeros(len(waves), dtype=np.int64)
-        order = sorted(range(len(segments)), key=lambda k: segments[k][1].shape[0])
-        pos = 0
+        dtype = torch.bfloat16 if self.path == "bf16" else torch.float32
         with torch.inference_mode():
-            while pos < len(order):
-                length = segments[order[pos]][1].shape[0]
-                group = [order[pos]]
-                pos += 1
-                while (
-                    pos < len(order)
-                    and len(group) < batch_size
-                    and segments[order[pos]][1].shape[0] == length
-                ):
-                    group.append(order[pos])
-                    pos += 1
-                batch = torch.stack([segments[k][1] for k in group]).to(self.device)
+            for group in equal_length_groups([f.shape[0] for _, f in segments], batch_size):
+                batch = torch.stack([segments[k][1] for k in group]).to(self.device, dtype)
                 out = self._model(batch).float()
                 out = torch.nn.functional.normalize(out, dim=1).cpu().numpy()
                 for k, row in zip(group, out, strict=True):
@@ -262,3 +267,20 @@ class ERes2NetV2Backbone(Backbone):
                     counts[idx] += 1
         mean = sums / np.maximum(counts, 1)[:, None]
         return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def prepare_model(model: Any, path: str) -> Any:
+    """Convert an eval-mode ERes2NetV2 (in place) for an inference path (see ``_cpu.py``).
+
+    ``fp32``/``bf16``: channels-last weights, so oneDNN's convolutions run on blocked layouts without a
+    reorder per layer (1.5x on a 2-core EPYC, same numbers); ``bf16`` also casts weights (and, in ``embed``,
+    inputs) to bfloat16: with native bf16 FMAs the convolutions run about 2x fp32 eager in all.
+    """
+    import torch
+
+    if path == "eager":
+        return model
+    if path not in _cpu.PATHS:
+        raise ValueError(f"unknown inference path {path!r}")
+    model = model.to(memory_format=torch.channels_last)
+    return model.to(torch.bfloat16) if path == "bf16" else model

@@ -16,6 +16,14 @@ from srpl_cli.backbones.eres2netv2 import ERes2NetV2Backbone, read_config, shipp
 from srpl_cli.errors import ModelUnavailableError
 
 SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading is checked against the eager reference path; the fast paths are tests/backbones/test_cpu_paths.py."""
+    monkeypatch.setenv("SRPL_CPU_PATH", "eager")
+
+
 TINY = {"m_channels": 4, "embed_dim": 16, "baseWidth": 26, "scale": 2, "expansion": 2}
 HUB = _hub.HUB_MODELS["eres2netv2"]
 
