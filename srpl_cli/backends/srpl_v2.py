@@ -59,8 +59,13 @@ def _orthonormal_rows(M: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     """Orthonormal basis (r, d) of the row span of ``M`` (empty when M is)."""
     if len(M) == 0:
         return np.zeros((0, M.shape[1]))
-    _, s, Vt = np.linalg.svd(M, full_matrices=False)
-    return Vt[s > tol * max(1.0, float(s.max()))]
+    # eigen-decomposition of the smaller Gram matrix: robust to duplicated rows (an SVD may not converge)
+    if len(M) < M.shape[1]:
+        ev, U = np.linalg.eigh(M @ M.T)
+        keep = ev > tol * max(1.0, float(ev.max()))
+        return (U[:, keep].T @ M) / np.sqrt(ev[keep])[:, None]
+    ev, V = np.linalg.eigh(M.T @ M)
+    return V[:, ev > tol * max(1.0, float(ev.max()))].T
 
 
 class SRPLv2Backend(OpenSetClassifier):
@@ -85,8 +90,10 @@ class SRPLv2Backend(OpenSetClassifier):
         Weight of the unknown samples' term in the loss.
     anchor_mix:
         Position of the mixture anchors between two prototypes (as in ``anchored-cosine``).
-    anchor_weight:
-        Share of the best anchor logit subtracted from each speaker's logit (``score="margin"``).
+    anchor_weight, pool_weight:
+        Share of the best anchor logit subtracted from each speaker's logit (``score="margin"``), for the
+        anchors started on prototype mixtures and for those started on unknown samples. Real in-domain
+        strangers are worth a full penalty; mixtures of enrolled voices only a part of one.
     n_pool_anchors:
         Anchors started on unknown samples (a different random subset per model), when there are any.
     synthetic:
@@ -119,6 +126,7 @@ class SRPLv2Backend(OpenSetClassifier):
         unknown_weight: float = 1.0,
         anchor_mix: float = 0.5,
         anchor_weight: float = 0.6,
+        pool_weight: float = 1.0,
         n_pool_anchors: int = 16,
         synthetic: str = "mix",
         n_synthetic: int = 64,
@@ -137,6 +145,7 @@ class SRPLv2Backend(OpenSetClassifier):
         self.unknown_weight = unknown_weight
         self.anchor_mix = anchor_mix
         self.anchor_weight = anchor_weight
+        self.pool_weight = pool_weight
         self.n_pool_anchors = n_pool_anchors
         self.synthetic = synthetic
         self.n_synthetic = n_synthetic
@@ -225,6 +234,9 @@ class SRPLv2Backend(OpenSetClassifier):
         rest = rest - (rest @ B_e.T) @ B_e
         B = np.concatenate([B_e, _orthonormal_rows(rest)])
         self.basis_, self.n_residual_ = B, len(B_e)
+        self.anchor_weights_ = np.concatenate(
+            [np.full(len(mix), float(self.anchor_weight)), np.full(len(pool_anchors[0]), float(self.pool_weight))]
+        )
         self._train(Zw @ B.T, y, [u @ B.T for u in unknowns], P @ B.T, [a @ B.T for a in anchors], seed)
 
     def _train(
@@ -306,7 +318,7 @@ class SRPLv2Backend(OpenSetClassifier):
             ).numpy()  # (S, n, K + M)
         speakers, anchors = logits[..., :K], logits[..., K:]
         if self.score == "margin":
-            per_model = speakers - float(self.anchor_weight) * anchors.max(-1, keepdims=True)
+            per_model = speakers - (anchors * self.anchor_weights_).max(-1, keepdims=True)
         else:
             z = logits / (np.linalg.norm(logits, axis=-1, keepdims=True) * float(self.temperature))
             top = z.max(-1, keepdims=True)
@@ -322,7 +334,7 @@ class SRPLv2Backend(OpenSetClassifier):
         return cos - cos.max(axis=1, keepdims=True) + fused.max(axis=1, keepdims=True)
 
     # ---- persistence ----
-    _ARRAYS = ("centers", "basis_w", "gain_w", "basis", "points", "residual")
+    _ARRAYS = ("centers", "basis_w", "gain_w", "basis", "points", "residual", "anchor_weights")
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {n: np.asarray(getattr(self, f"{n}_"), dtype=np.float64) for n in self._ARRAYS}
@@ -350,5 +362,6 @@ class SRPLv2Backend(OpenSetClassifier):
             or self.points_.shape[1] <= K
             or self.residual_.shape != (len(self.points_), re, re)
             or self.gain_w_.shape != self.basis_w_.shape[:1]
+            or self.anchor_weights_.shape != (self.points_.shape[1] - K,)
         ):
             raise DataError("saved srpl-v2 model has arrays of the wrong shape")
