@@ -27,6 +27,9 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
+#: the method `srpl tune` uses when it has an unlabeled pool (``--unlabeled``; docs/accuracy.md)
+DEFAULT_POOL_METHOD = "pool-propagation"
+
 # ---------------------------------------------------------------- results
 @dataclass
 class ClipIssue:

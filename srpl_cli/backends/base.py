@@ -50,6 +50,8 @@ class OpenSetClassifier:
     name: ClassVar[str] = ""
     #: True when ``X_unknown`` is a normalisation cohort rather than training negatives (AS-norm)
     uses_cohort: ClassVar[bool] = False
+    #: True when ``X_unknown`` is an unlabeled in-domain pool (enrolled people and strangers mixed)
+    uses_pool: ClassVar[bool] = False
 
     # ---- parameters (scikit-learn's get_params / set_params) ----
     @classmethod
