@@ -58,6 +58,8 @@ def fit_backend(
     kwargs = dict(params or {})
     if "random_state" in cls._param_names() and "random_state" not in kwargs:
         kwargs["random_state"] = seed
+    if pool is not None and len(pool):
+        pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
     has_pool = pool is not None and len(pool) > 0
     learn_pool = None
     if cls.uses_pool:
@@ -109,6 +111,13 @@ def fit_backend(
     if pool_info is not None:
         info["pool"] = pool_info
     return model, info
+
+
+def _without_rows(pool: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``pool`` without the rows that are exactly rows of ``X``."""
+    seen = {row.tobytes() for row in np.asarray(X, dtype=np.float32)}
+    P = np.asarray(pool, dtype=np.float32)
+    return P[[row.tobytes() not in seen for row in P]]
 
 
 def equal_error_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:

@@ -16,6 +16,10 @@ docs/accuracy.md; each setting was chosen on fold seeds 0 and 1 and reported on 
    scored by the mass of its ``k`` nearest enrollment or pool clips, weighted the same way, plus
    ``cosine_weight`` times its whitened cosine to each speaker's mean (which breaks ties between
    clips with no labelled neighbour and keeps a clip close to one enrollment on that speaker).
+3. **Plus the enrollment-only score.** ``anchored_weight`` times the per-speaker score of
+   ``anchored-cosine`` (fitted on the enrollment alone) is added: where the pool teaches little (a
+   protocol where cosine is already near perfect, a pool of a few clips) the score stays close to
+   the no-pool default; it also keeps closed-set accuracy at cosine's level.
 
 The mass is rescaled so that an enrollment clip's own mass averages 1: scores then mean "how much of
 an enrolled speaker's label reaches this clip". Identity is the best column (it can differ from plain
@@ -33,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from srpl_cli.backends.anchored_cosine import AnchoredCosineBackend
 from srpl_cli.backends.base import OpenSetClassifier
 from srpl_cli.errors import DataError
 
@@ -112,6 +117,8 @@ class PoolPropagationBackend(OpenSetClassifier):
         Propagation iterations.
     cosine_weight:
         Weight of the whitened cosine to each speaker's mean added to the propagated mass.
+    anchored_weight:
+        Weight of the enrollment-only ``anchored-cosine`` per-speaker score added (0 = off).
     random_state:
         Ignored (closed form); kept so every backend takes the same arguments.
     """
@@ -126,7 +133,8 @@ class PoolPropagationBackend(OpenSetClassifier):
         power: float = 3.0,
         alpha: float = 0.9,
         steps: int = 20,
-        cosine_weight: float = 0.1,
+        cosine_weight: float = 0.3,
+        anchored_weight: float = 0.5,
         random_state: int | None = None,
     ) -> None:
         self.shrinkage = shrinkage
@@ -135,6 +143,7 @@ class PoolPropagationBackend(OpenSetClassifier):
         self.alpha = alpha
         self.steps = steps
         self.cosine_weight = cosine_weight
+        self.anchored_weight = anchored_weight
         self.random_state = random_state
 
     def _fit(self, X: np.ndarray, y: np.ndarray, X_unknown: np.ndarray | None) -> None:
@@ -158,6 +167,7 @@ class PoolPropagationBackend(OpenSetClassifier):
         self.mass_ = F / max(float(own), 1e-12)
         ZE = Z[: len(X)]
         self.centers_ = _normalise(np.stack([ZE[y == c].mean(axis=0) for c in range(K)]))
+        self.anchored_ = AnchoredCosineBackend().fit(X, y)  # y is 0..K-1 here: same column order
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return _normalise((_normalise(X.astype(np.float64)) - self.mean_) @ self.whitening_)
@@ -170,15 +180,27 @@ class PoolPropagationBackend(OpenSetClassifier):
             idx, w = _knn_weights(Zb @ self.nodes_.T, int(self.neighbours), float(self.power))
             mass = (w[:, :, None] * self.mass_[idx]).sum(axis=1) / np.maximum(w.sum(1, keepdims=True), 1e-12)
             out[start : start + len(Zb)] = mass + float(self.cosine_weight) * (Zb @ self.centers_.T)
+        if float(self.anchored_weight):
+            out += float(self.anchored_weight) * self.anchored_.open_set_scores(X)
         return out
 
     # ---- persistence ----
     _ARRAYS = ("mean", "whitening", "nodes", "mass", "centers")
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {n: np.asarray(getattr(self, f"{n}_"), dtype=np.float64) for n in self._ARRAYS}, {}
+        arrays = {n: np.asarray(getattr(self, f"{n}_"), dtype=np.float64) for n in self._ARRAYS}
+        sub, _ = self.anchored_._get_state()
+        arrays.update({f"anchored.{k}": v for k, v in sub.items()})
+        return arrays, {"anchored_params": self.anchored_.get_params()}
 
     def _set_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        try:
+            self.anchored_ = AnchoredCosineBackend(**extra.get("anchored_params", {}))
+        except TypeError as exc:
+            raise DataError(f"saved pool-propagation model: bad anchored-cosine parameters ({exc})") from None
+        self.anchored_.classes_ = np.arange(len(self.classes_))
+        self.anchored_.n_features_in_ = self.n_features_in_
+        self.anchored_._set_state({k[9:]: v for k, v in arrays.items() if k.startswith("anchored.")}, {})
         missing = [n for n in self._ARRAYS if n not in arrays]
         if missing:
             raise DataError(f"saved pool-propagation model lacks the array(s) {', '.join(missing)}")
