@@ -71,6 +71,7 @@ def fit_backend(
         learn_pool = pool if X_unknown is None or not len(X_unknown) else np.concatenate([pool, X_unknown])
         X_unknown = None
     model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
+    kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
     genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)
     pool_info: dict[str, Any] | None = None
     if has_pool and target_far is None:

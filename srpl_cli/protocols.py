@@ -213,9 +213,13 @@ class FoldsReport:
             "folds": len(self.folds),
             "summary": self.summary(),
             # percent like the summary (min_dcf a plain number): one JSON object, one unit
+            # plus each model's calibrated threshold, on its own score scale (plots draw it)
             "per_fold": [
                 {
-                    m: {k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()}
+                    m: {
+                        **{k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()},
+                        "threshold": r.threshold if np.isfinite(r.threshold) else None,
+                    }
                     for m, r in f.items()
                 }
                 for f in self.folds

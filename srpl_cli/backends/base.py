@@ -112,6 +112,11 @@ class OpenSetClassifier:
             return float((np.quantile(known, 0.05) + np.quantile(self.score_samples(X_unknown), 0.95)) / 2)
         return float(known.min() - 1e-6)
 
+    def refit_params(self) -> dict[str, Any]:
+        """Parameters that calibration refits (held-out rounds) must share with this fitted model, so
+        their scores are on its scale; none by default."""
+        return {}
+
     def set_threshold(self, threshold: float) -> OpenSetClassifier:
         self.threshold_ = float(threshold)
         return self

@@ -41,6 +41,8 @@ from srpl_cli.backends.anchored_cosine import AnchoredCosineBackend
 from srpl_cli.backends.base import OpenSetClassifier
 from srpl_cli.errors import DataError
 
+#: below this estimated share of strangers in the pool, the propagated score fades out
+MIN_STRANGER_SHARE = 0.05
 #: the message for a pool method without a pool (tune, evaluate)
 NEEDS_POOL = (
     "this method learns from unlabeled in-domain audio: give a pool (tune --unlabeled DIR, "
@@ -119,6 +121,10 @@ class PoolPropagationBackend(OpenSetClassifier):
         Weight of the whitened cosine to each speaker's mean added to the propagated mass.
     anchored_weight:
         Weight of the enrollment-only ``anchored-cosine`` per-speaker score added (0 = off).
+    propagation_weight:
+        Weight of the propagated score; None estimates it from the pool (``_stranger_evidence``).
+        Calibration refits pin it to the full model's value (``refit_params``) so that every held-out
+        score is on one scale.
     random_state:
         Ignored (closed form); kept so every backend takes the same arguments.
     """
@@ -135,8 +141,10 @@ class PoolPropagationBackend(OpenSetClassifier):
         steps: int = 20,
         cosine_weight: float = 0.3,
         anchored_weight: float = 0.5,
+        propagation_weight: float | None = None,
         random_state: int | None = None,
     ) -> None:
+        self.propagation_weight = propagation_weight
         self.shrinkage = shrinkage
         self.neighbours = neighbours
         self.power = power
@@ -166,8 +174,29 @@ class PoolPropagationBackend(OpenSetClassifier):
         self.nodes_ = Z
         self.mass_ = F / max(float(own), 1e-12)
         ZE = Z[: len(X)]
+        self._enroll_y = y
         self.centers_ = _normalise(np.stack([ZE[y == c].mean(axis=0) for c in range(K)]))
         self.anchored_ = AnchoredCosineBackend().fit(X, y)  # y is 0..K-1 here: same column order
+        pw = self.propagation_weight
+        self.propagation_weight_ = np.array([self._stranger_evidence(pool) if pw is None else float(pw)])
+
+    def refit_params(self) -> dict[str, Any]:
+        return {"propagation_weight": float(self.propagation_weight_[0])}
+
+    def _stranger_evidence(self, pool: np.ndarray) -> float:
+        """Weight of the propagated score, from how much of the pool sounds like strangers.
+
+        Propagation can only tell "nobody I know" from clusters of strangers in the pool; a pool of
+        enrolled people alone gives every clip near anyone a high mass. The share of pool clips that
+        the enrollment-only score puts below every held-out enrollment clip estimates the strangers'
+        share; below ``MIN_STRANGER_SHARE`` the propagated part fades out, leaving the enrollment-only
+        score (docs/accuracy.md, *Robust pools*).
+        """
+        a = self.anchored_
+        held = a.heldout_scores_ - a.offsets_[self._enroll_y]
+        floor = float(np.nanmin(held)) if np.isfinite(held).any() else -np.inf
+        share = float((a.score_samples(pool) < floor).mean())
+        return min(1.0, share / MIN_STRANGER_SHARE)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return _normalise((_normalise(X.astype(np.float64)) - self.mean_) @ self.whitening_)
@@ -180,12 +209,13 @@ class PoolPropagationBackend(OpenSetClassifier):
             idx, w = _knn_weights(Zb @ self.nodes_.T, int(self.neighbours), float(self.power))
             mass = (w[:, :, None] * self.mass_[idx]).sum(axis=1) / np.maximum(w.sum(1, keepdims=True), 1e-12)
             out[start : start + len(Zb)] = mass + float(self.cosine_weight) * (Zb @ self.centers_.T)
+        out *= float(self.propagation_weight_[0])
         if float(self.anchored_weight):
             out += float(self.anchored_weight) * self.anchored_.open_set_scores(X)
         return out
 
     # ---- persistence ----
-    _ARRAYS = ("mean", "whitening", "nodes", "mass", "centers")
+    _ARRAYS = ("mean", "whitening", "nodes", "mass", "centers", "propagation_weight")
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {n: np.asarray(getattr(self, f"{n}_"), dtype=np.float64) for n in self._ARRAYS}
