@@ -70,6 +70,12 @@ def fit_backend(
             raise DataError(NEEDS_POOL)
         learn_pool = pool if X_unknown is None or not len(X_unknown) else np.concatenate([pool, X_unknown])
         X_unknown = None
+    elif cls.pool_negatives and has_pool:
+        from srpl_cli.pool import in_domain_negatives
+
+        negatives = in_domain_negatives(X, y, pool)
+        if len(negatives):
+            X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
     model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
     kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
     genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)

@@ -319,6 +319,11 @@ def _fit(calibrate: bool, cohort: np.ndarray | None = None):
 
                 raise UsageError(NEEDS_POOL)
             Xu = pool if Xu is None else np.concatenate([pool, Xu])
+        elif cls.pool_negatives and pool is not None:
+            from srpl_cli.pool import in_domain_negatives
+
+            neg = in_domain_negatives(X, y, pool)
+            Xu = neg if Xu is None else np.concatenate([Xu, neg])
         return get_backend(method, **kwargs).fit(X, y, Xu)
 
     return fit

@@ -116,3 +116,27 @@ def add_to_pool(
             backbone, new_X, {"backbone": backbone, "backbone_id": backbone_id, "clips": clips}
         )
         return Pool(new_X, clips, backbone_id), len(rows)
+
+
+def in_domain_negatives(X: np.ndarray, y: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Pool clips that do not clearly belong to an enrolled speaker: in-domain strangers for methods that
+    train on unknown samples (``pool_negatives`` backends, e.g. srpl-v2).
+
+    A clip is left out when its cosine to some speaker's mean enrollment is at least the lowest
+    leave-one-out cosine of that speaker's enrollment clips to their own mean (it sounds as much like
+    that speaker as the speaker's own clips do). Labels of the pool are never used.
+    """
+    Z = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    P = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+    classes, y_idx = np.unique(np.asarray(y), return_inverse=True)
+    sums = np.stack([Z[y_idx == k].sum(axis=0) for k in range(len(classes))])
+    counts = np.bincount(y_idx, minlength=len(classes))
+    level = np.ones(len(classes))  # one clip: no leave-one-out level, nothing is claimed by it
+    for k in range(len(classes)):
+        if counts[k] >= 2:
+            rows = Z[y_idx == k]
+            loo = (sums[k] - rows) / np.linalg.norm(sums[k] - rows, axis=1, keepdims=True)
+            level[k] = float((loo * rows).sum(axis=1).min())
+    means = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    claimed = (P @ means.T >= level[None, :]).any(axis=1)
+    return pool[~claimed]

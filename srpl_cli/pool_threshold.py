@@ -42,12 +42,14 @@ def pool_scores(
 ) -> np.ndarray:
     """Open-set scores of every pool clip by a model that did not learn from that clip.
 
-    A backend that learns from the pool is refitted twice, each time on half of it, and scores the
-    other half (two-fold cross-fitting); any other backend never saw the pool and ``model`` scores it.
+    A backend that learns from the pool (``uses_pool``, or ``pool_negatives``: its strangers) is refitted
+    twice, each time on half of it, and scores the other half (two-fold cross-fitting); any other
+    backend never saw the pool and ``model`` scores it.
     """
     from srpl_cli.backends import get_backend
 
-    if not getattr(model, "uses_pool", False):
+    negatives = getattr(model, "pool_negatives", False)
+    if not getattr(model, "uses_pool", False) and not negatives:
         return np.asarray(model.score_samples(pool), dtype=np.float64)
     rng = np.random.default_rng(seed)
     half = rng.permutation(len(pool)) % 2 == 0
@@ -56,7 +58,12 @@ def pool_scores(
         if not side.any() or side.all():  # one clip: score it with the full model
             out[side] = model.score_samples(pool[side]) if side.any() else out[side]
             continue
-        m = get_backend(method, **kwargs).fit(X, y, pool[~side])
+        learn = pool[~side]
+        if negatives:  # it trains on the other half's strangers, as the full model did on all of them
+            from srpl_cli.pool import in_domain_negatives
+
+            learn = in_domain_negatives(X, y, learn)
+        m = get_backend(method, **kwargs).fit(X, y, learn if len(learn) else None)
         out[side] = m.score_samples(pool[side])
     return out
 

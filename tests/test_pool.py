@@ -162,3 +162,18 @@ def test_pool_default_beats_cosine_on_qspeech():
     assert ratio["ratio"] < 0.8 and ratio["worse"] == 0
     acc = report.paired("acc", "pool-propagation")
     assert acc["mean"] > -2.0
+
+
+def test_in_domain_negatives_leave_out_enrolled_voices():
+    from srpl_cli.pool import in_domain_negatives
+
+    X, y = clusters(6, spread=0.3)
+    enroll, rest = enrolled_split(X, y)
+    pool = rest[::2]
+    neg = in_domain_negatives(X[enroll], y[enroll], X[pool])
+    kept = np.isin(
+        X[pool].view([("", X.dtype)] * X.shape[1]).ravel(), neg.view([("", X.dtype)] * X.shape[1]).ravel()
+    )
+    is_known = np.isin(y[pool], (0, 1, 2, 3))
+    assert kept[~is_known].mean() > 0.9  # strangers stay
+    assert kept[is_known].mean() < 0.5  # most clips of enrolled people are recognised and left out

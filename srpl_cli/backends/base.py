@@ -52,6 +52,9 @@ class OpenSetClassifier:
     uses_cohort: ClassVar[bool] = False
     #: True when ``X_unknown`` is an unlabeled in-domain pool (enrolled people and strangers mixed)
     uses_pool: ClassVar[bool] = False
+    #: True when the backend trains on unknown samples and should get a pool's in-domain strangers
+    #: (``srpl_cli.pool.in_domain_negatives``) as ``X_unknown``
+    pool_negatives: ClassVar[bool] = False
 
     # ---- parameters (scikit-learn's get_params / set_params) ----
     @classmethod
