@@ -113,6 +113,8 @@ class SRPLv2Backend(OpenSetClassifier):
     """
 
     name: ClassVar[str] = "srpl-v2"
+    #: trains on a pool's in-domain strangers (``srpl_cli.pool.in_domain_negatives``) as its unknown samples
+    pool_negatives: ClassVar[bool] = True
 
     def __init__(
         self,
