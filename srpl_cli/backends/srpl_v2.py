@@ -237,7 +237,10 @@ class SRPLv2Backend(OpenSetClassifier):
         B = np.concatenate([B_e, _orthonormal_rows(rest)])
         self.basis_, self.n_residual_ = B, len(B_e)
         self.anchor_weights_ = np.concatenate(
-            [np.full(len(mix), float(self.anchor_weight)), np.full(len(pool_anchors[0]), float(self.pool_weight))]
+            [
+                np.full(len(mix), float(self.anchor_weight)),
+                np.full(len(pool_anchors[0]), float(self.pool_weight)),
+            ]
         )
         self._train(Zw @ B.T, y, [u @ B.T for u in unknowns], P @ B.T, [a @ B.T for a in anchors], seed)
 
@@ -255,7 +258,7 @@ class SRPLv2Backend(OpenSetClassifier):
 
         from srpl_cli.backends.losses import build_losses
 
-        S, r, re, K = len(unknowns), C.shape[1], int(self.n_residual_), len(P0)
+        S, re, K = len(unknowns), int(self.n_residual_), len(P0)
         gen = torch.Generator()
         gen.manual_seed(seed if seed is not None else int(np.random.default_rng().integers(2**31)))
         f32 = torch.float32

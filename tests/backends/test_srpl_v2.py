@@ -55,6 +55,20 @@ def test_deterministic_with_random_state() -> None:
     assert not np.allclose(a, c)
 
 
+def test_fit_leaves_global_random_state_alone() -> None:
+    import torch
+
+    X, y = _blobs()
+    torch.manual_seed(7)
+    np.random.seed(7)
+    expected_torch, expected_np = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(7)
+    np.random.seed(7)
+    SRPLv2Backend(steps=5).fit(X, y)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected_torch.numpy())
+    np.testing.assert_array_equal(np.random.rand(3), expected_np)
+
+
 def test_save_load_round_trip(tmp_path) -> None:
     X, y = _blobs(n_speakers=4)
     labels = np.array(["ann", "bob", "cy", "dee"])[y]
@@ -160,6 +174,8 @@ def test_beats_faithful_srpl_on_real_qspeech_folds() -> None:
             ("v2+pool", SRPLv2Backend(random_state=fold.index), X[pool]),
         ):
             est.fit(X[fold.enroll], y[fold.enroll], Xu)
-            res[name] = oscr(est.decision_function(X[fold.test_known]), labels, est.decision_function(X[test_unknown]))
+            res[name] = oscr(
+                est.decision_function(X[fold.test_known]), labels, est.decision_function(X[test_unknown])
+            )
         assert res["v2"] > res["srpl"], res
         assert res["v2+pool"] > res["cosine"] + 0.03, res
