@@ -20,6 +20,9 @@ start on a random subset of them (another subset per model) and every model trai
 an embedding-space generator makes pseudo-unknowns from the enrollment (``synthetic``): mixtures of two
 enrolled prototypes (voices between two speakers), extrapolations beyond a prototype away from another,
 or prototypes pushed off along random directions to a between-speaker similarity ("sphere").
+Extrapolations are the default: the only generator that did not lose to cosine on qspeech (fold seeds
+0-1, docs/accuracy.md, "srpl-v2"). ``pool_negatives`` makes ``tune`` / ``evaluate`` pass a pool's
+strangers (``srpl_cli.pool.in_domain_negatives``) as ``X_unknown``.
 
 **Why it is built this way (lessons from docs/accuracy.md).** Trained heads on 5 clips per speaker lost
 to cosine whenever they could move far from it. So the model *starts* at the closed-form default
@@ -32,8 +35,9 @@ the starting point keeps it near there unless the data say otherwise.
 **Speed.** Everything is computed in an orthonormal basis of the span of the training data (enrollment,
 unknowns, anchors): a clip's cosine to a point in that span needs only its coordinates there and its
 norm. The residual acts on the enrollment span only (at most n clips wide). One fit (5 models x
-``steps`` full-batch steps, batched) takes about 0.1-0.3 s for 5 x 5 clips on one CPU core, so the
-cross-fitted calibration of ``srpl tune`` / ``srpl evaluate`` (about 11 fits) stays practical.
+``steps`` full-batch steps, batched) takes about 0.2 s of CPU for 5 x 5 clips and 0.5 s with a 240-clip
+pool (one core), so the cross-fitted calibration of ``srpl tune`` / ``srpl evaluate`` (about 11-13
+fits) stays practical.
 
 Identity defaults to plain cosine against the mean enrollment embedding (``identity="cosine"``: the
 argmax of ``decision_function`` is cosine's, the max is the fused open-set score), as in the default
