@@ -18,6 +18,7 @@ HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding
   srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --method cosine,srpl
   srpl evaluate --data ./emodb --backbone dvector --folds 10 --known 5 --shots 5 --enroll-glob '?????N?.flac'
   srpl evaluate --data ./emodb --backbone dvector --folds 10 --method as-norm,anchored-cosine --cohort ./others
+  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --unlabeled-share 0.5
   srpl evaluate --dataset NAME --cs-my
 """
 
