@@ -4,6 +4,12 @@ A backend is fitted on the enrollment, and its accept/reject threshold is set fr
 did not train on: genuine scores by cross-fitting the enrollment, impostor scores by leaving whole
 speakers out (plus any unknown samples). The threshold rules themselves (at a false-accept or
 false-reject rate) live in ``srpl_cli.backends.calibration``.
+
+With an unlabeled pool (``tune --unlabeled``), the pool's own scores are a second source: the pool is
+a mixture of enrolled people and strangers of the deployment's domain, so its score distribution shows
+where "known" ends far better than left-out enrolled speakers do. ``srpl_cli.pool_threshold`` reads
+the threshold from that mixture and falls back to the cross-fitted one whenever the mixture does not
+clearly show two groups.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ def fit_backend(
     target_far: float | None = DEFAULT_TARGET_FAR,
     params: dict[str, Any] | None = None,
     origin: np.ndarray | None = None,
+    pool: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit backend ``method`` and calibrate its rejection threshold (the same rule in tune and evaluate).
 
@@ -39,6 +46,10 @@ def fit_backend(
     ``target_far=None`` the threshold is where held-out false accepts equal false rejects; otherwise it
     accepts at most ``target_far`` of the impostor scores. ``origin`` (see ``held_out_scores``) ties
     synthetic variants to the clip they were made from.
+
+    ``pool``: unlabeled in-domain clips (enrolled people and strangers, labels never used). A backend
+    that ``uses_pool`` learns from it (with any unknown samples added to it, unlabeled too); for every
+    backend the pool's score mixture sets the threshold when it shows two groups (``pool_threshold``).
     """
     from srpl_cli.backends import backend_class, get_backend
     from srpl_cli.backends.calibration import threshold_at_far
@@ -47,9 +58,37 @@ def fit_backend(
     kwargs = dict(params or {})
     if "random_state" in cls._param_names() and "random_state" not in kwargs:
         kwargs["random_state"] = seed
-    model = get_backend(method, **kwargs).fit(X, y, X_unknown)
-    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin)
-    if len(impostor) and len(genuine) and target_far is None:
+    if pool is not None and len(pool):
+        pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
+    has_pool = pool is not None and len(pool) > 0
+    learn_pool = None
+    if cls.uses_pool:
+        from srpl_cli.backends.pool_propagation import NEEDS_POOL
+        from srpl_cli.errors import DataError
+
+        if not has_pool:
+            raise DataError(NEEDS_POOL)
+        learn_pool = pool if X_unknown is None or not len(X_unknown) else np.concatenate([pool, X_unknown])
+        X_unknown = None
+    elif cls.pool_negatives and has_pool:
+        from srpl_cli.pool import in_domain_negatives
+
+        negatives = in_domain_negatives(X, y, pool)
+        if len(negatives):
+            X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
+    model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
+    kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
+    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)
+    pool_info: dict[str, Any] | None = None
+    if has_pool and target_far is None:
+        from srpl_cli.pool_threshold import mixture_threshold, pool_scores
+
+        scores = pool_scores(method, kwargs, X, y, pool, model, seed)
+        pool_info = mixture_threshold(scores, genuine, impostor)
+    if pool_info is not None and pool_info.get("threshold") is not None:
+        thr = float(pool_info["threshold"])
+        rule = "the unlabeled pool's score mixture (known and unknown groups equally likely to err)"
+    elif len(impostor) and len(genuine) and target_far is None:
         thr = equal_error_threshold(genuine, impostor)
         rule = "equal held-out false-accept and false-reject rates"
     elif len(impostor):
@@ -76,7 +115,16 @@ def fit_backend(
         info["heldout_frr"] = float((genuine < thr).mean())
     if len(impostor):
         info["heldout_far"] = float((impostor >= thr).mean())
+    if pool_info is not None:
+        info["pool"] = pool_info
     return model, info
+
+
+def _without_rows(pool: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``pool`` without the rows that are exactly rows of ``X``."""
+    seen = {row.tobytes() for row in np.asarray(X, dtype=np.float32)}
+    P = np.asarray(pool, dtype=np.float32)
+    return P[[row.tobytes() not in seen for row in P]]
 
 
 def equal_error_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -101,6 +149,7 @@ def held_out_scores(
     rounds: int = 5,
     max_speaker_groups: int = 10,
     origin: np.ndarray | None = None,
+    pool: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) open-set scores of clips the fitted model did not see.
 
@@ -113,6 +162,9 @@ def held_out_scores(
     source row for a synthetic variant, -1 for a variant of no single clip. Only real clips are scored,
     and a held-out clip takes its variants out with it (a variant of the test clip in the training data
     would make the genuine scores optimistic). Without ``origin`` every row is a real clip.
+
+    ``pool`` (backends that ``uses_pool``): the unlabeled pool every refit learns from; it is never
+    held out nor scored (it holds enrolled people too, so its scores are no impostor scores).
     """
     from srpl_cli.backends import get_backend
 
@@ -136,7 +188,7 @@ def held_out_scores(
         for r in range(n_rounds):
             held = (pos >= 0) & (pos % n_rounds == r)
             Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
-            m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train)
+            m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train if pool is None else pool)
             genuine.append(m.score_samples(X[held & real]))
             if u_fold is not None and (u_fold == r).any():  # fewer unknowns than rounds: some hold none
                 impostor.append(m.score_samples(X_unknown[u_fold == r]))
@@ -147,7 +199,7 @@ def held_out_scores(
             out = group_of[y_idx] == g
             if len(np.unique(y_idx[~out])) < 2:
                 continue
-            m = get_backend(method, **kwargs).fit(X[~out], y[~out], X_unknown)
+            m = get_backend(method, **kwargs).fit(X[~out], y[~out], X_unknown if pool is None else pool)
             impostor.append(m.score_samples(X[out & real]))
     return (
         np.concatenate(genuine) if genuine else np.zeros(0, np.float32),

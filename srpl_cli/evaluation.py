@@ -19,7 +19,7 @@ import numpy as np
 
 from srpl_cli.calibration import fit_backend
 from srpl_cli.errors import DataError, UsageError
-from srpl_cli.pipeline import DEFAULT_METHOD, Progress, embed_clips, load_backbone
+from srpl_cli.pipeline import DEFAULT_METHOD, DEFAULT_POOL_METHOD, Progress, embed_clips, load_backbone
 from srpl_cli.protocols import (
     Augment,
     Fold,
@@ -29,6 +29,7 @@ from srpl_cli.protocols import (
     few_shot_folds,
     first_n_split,
     score_method,
+    split_pool,
 )
 from srpl_cli.workspace import Workspace
 
@@ -73,13 +74,18 @@ class EvalData:
     augment: Augment | None = None
     #: other people's embeddings for cohort backends (``--cohort``; AS-norm), never tested
     cohort: np.ndarray | None = None
+    #: a fixed unlabeled pool (``--unlabeled DIR``), given to every method but the baseline
+    pool: np.ndarray | None = None
 
 
-def parse_methods(text: str | Sequence[str] | None, folds: bool) -> list[str]:
+def parse_methods(text: str | Sequence[str] | None, folds: bool, pool: bool = False) -> list[str]:
+    """The methods to compare; by default cosine, tune's default and, with a pool, tune's pool default."""
     from srpl_cli.backends import backend_class
 
     if text is None:
         methods = [BASELINE, DEFAULT_METHOD] if folds else [DEFAULT_METHOD]
+        if pool:
+            methods.append(DEFAULT_POOL_METHOD)
     else:
         parts = text.split(",") if isinstance(text, str) else list(text)
         methods = [m.strip() for m in parts if m.strip()]
@@ -239,20 +245,25 @@ def synthetic_augment(
 
 # ---------------------------------------------------------------- protocols
 def load_cohort(
-    path: Path, embedding_data: bool, backbone: Any, workspace: Workspace, progress: Progress = None
+    path: Path,
+    embedding_data: bool,
+    backbone: Any,
+    workspace: Workspace,
+    progress: Progress = None,
+    option: str = "--cohort",
 ) -> np.ndarray:
-    """``--cohort``: embeddings (``<dir>/<speaker>/<n>.npy``) for embedding data, else audio embedded
-    with the evaluation's backbone (through the cache)."""
+    """``--cohort`` (or ``--unlabeled``): embeddings (``<dir>/<speaker>/<n>.npy``; folder names are
+    ignored) for embedding data, else audio embedded with the evaluation's backbone (through the cache)."""
     from srpl_cli.datasets import collect_audio, read_embedding_split
 
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"{path}: no such directory (--cohort)")
+        raise DataError(f"{path}: no such directory ({option})")
     if embedding_data:
         return read_embedding_split(path.parent, path.name).X
     res = embed_clips(collect_audio([path]), backbone, workspace, progress)
     if len(res.paths_ok) < 2:
-        raise DataError(f"{path}: fewer than 2 usable cohort clips")
+        raise DataError(f"{path}: fewer than 2 usable clips ({option})")
     return res.embeddings
 
 
@@ -266,9 +277,22 @@ def check_cohort(methods: Sequence[str], data: EvalData, augment: bool = False) 
         raise UsageError(NEEDS_COHORT)
 
 
+def check_pool(methods: Sequence[str], have_pool: bool) -> None:
+    """Fail before any fitting when a pool backend has no pool to learn from."""
+    from srpl_cli.backends import backend_class
+    from srpl_cli.backends.pool_propagation import NEEDS_POOL
+
+    if not have_pool and any(backend_class(m).uses_pool for m in methods):
+        raise UsageError(NEEDS_POOL)
+
+
 def _fit(calibrate: bool, cohort: np.ndarray | None = None):
     """The per-method fit: calibrated as `tune` does, or plain; cohort backends get ``cohort`` as their
-    unknown samples (when given), every other backend the protocol's own unknown samples."""
+    unknown samples (when given), every other backend the protocol's own unknown samples.
+
+    The fold's unlabeled pool goes to every method except the baseline, which stays cosine with
+    enrollment-only calibration (today's behaviour, the reference every gain is paired against): pool
+    backends learn from it, every method's threshold may be read from its score mixture."""
     from srpl_cli.backends import backend_class, get_backend
 
     def fit(
@@ -279,12 +303,27 @@ def _fit(calibrate: bool, cohort: np.ndarray | None = None):
         seed: int,
         fold: Fold | None = None,
         origin: np.ndarray | None = None,
+        pool: np.ndarray | None = None,
     ):
-        if cohort is not None and backend_class(method).uses_cohort:
+        cls = backend_class(method)
+        if cohort is not None and cls.uses_cohort:
             Xu = cohort
+        if method == BASELINE:
+            pool = None
         if calibrate:
-            return fit_backend(method, X, y, Xu, seed, origin=origin)[0]
-        kwargs = {"random_state": seed} if "random_state" in backend_class(method)._param_names() else {}
+            return fit_backend(method, X, y, Xu, seed, origin=origin, pool=pool)[0]
+        kwargs = {"random_state": seed} if "random_state" in cls._param_names() else {}
+        if cls.uses_pool:
+            if pool is None:
+                from srpl_cli.backends.pool_propagation import NEEDS_POOL
+
+                raise UsageError(NEEDS_POOL)
+            Xu = pool if Xu is None else np.concatenate([pool, Xu])
+        elif cls.pool_negatives and pool is not None:
+            from srpl_cli.pool import in_domain_negatives
+
+            neg = in_domain_negatives(X, y, pool)
+            Xu = neg if Xu is None else np.concatenate([Xu, neg])
         return get_backend(method, **kwargs).fit(X, y, Xu)
 
     return fit
@@ -300,7 +339,10 @@ def run_folds(
     calibrate: bool = True,
     keep_scores: bool = False,
     progress: Progress = None,
+    unlabeled_share: float | None = None,
 ) -> FoldsReport:
+    """F paired few-shot folds; with ``unlabeled_share``, that share of each fold's test clips becomes
+    the fold's unlabeled pool (``split_pool``), and ``data.pool`` adds a fixed one."""
     X, y = data.X, data.y
     if known is not None and not known.strip().isdigit() and y.dtype.kind in "USO":
         n_known, known_list = None, known_names(known, y)  # audio: speakers are folder names
@@ -319,6 +361,9 @@ def run_folds(
     split = few_shot_folds(
         y, n_known, shots, folds, seed, known_pool=known_list, enroll_mask=enroll_mask, never_known=never
     )
+    if unlabeled_share is not None:
+        split = split_pool(split, unlabeled_share, seed)
+    check_pool(methods, unlabeled_share is not None or data.pool is not None)
     augment = data.augment
     if augment is None and data.X_unknown_train is not None:
         augment = lambda fold: (None, None, data.X_unknown_train, None)  # noqa: E731 - same in every fold
@@ -331,9 +376,12 @@ def run_folds(
         "seed": seed,
         "cs_my": augment is not None,
         "cohort": None if data.cohort is None else len(data.cohort),
+        "unlabeled_share": unlabeled_share,
+        "unlabeled": None if data.pool is None else len(data.pool),
     }
+    fit = _fit(calibrate, data.cohort)
     return evaluate_folds(
-        X, y, split, methods, _fit(calibrate, data.cohort), seed, augment, keep_scores, progress, protocol
+        X, y, split, methods, fit, seed, augment, keep_scores, progress, protocol, fixed_pool=data.pool
     )
 
 
@@ -381,10 +429,11 @@ def run_fixed_split(
     if len(test_known) == 0:
         raise DataError(f"none of the known speakers {protocol['known'][:10]} has test clips in emb_test/")
     check_cohort(methods, data)
+    check_pool(methods, data.pool is not None)
     fit = _fit(calibrate, data.cohort)
     results = {}
     for m in methods:
-        model = fit(m, Xtr, ytr, data.X_unknown_train, seed)
+        model = fit(m, Xtr, ytr, data.X_unknown_train, seed, None, None, data.pool)
         results[m] = score_method(model, X[test_known], y[test_known], X[test_unknown], keep_scores)
     return SplitReport(results, {**data.description, **protocol, "cs_my": data.X_unknown_train is not None})
 

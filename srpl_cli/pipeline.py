@@ -28,6 +28,8 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
+#: the method `srpl tune` uses when it has an unlabeled pool (``--unlabeled``; docs/accuracy.md)
+DEFAULT_POOL_METHOD = "pool-propagation"
 
 
 # ---------------------------------------------------------------- results
@@ -70,6 +72,9 @@ class TuneReport:
     calibration: dict[str, Any]
     enrollment: EnrollReport
     path: str
+    #: clips in the unlabeled pool the model learned from, and how many this tune added
+    n_pool: int = 0
+    n_pool_added: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,7 +271,7 @@ def tune(
     workspace: Workspace | None = None,
     shots: int | None = 5,
     backbone: str = DEFAULT_BACKBONE,
-    method: str = DEFAULT_METHOD,
+    method: str | None = None,
     unknown_dir: str | Path | None = None,
     synthetic: str | Path | None = None,
     seed: int = 0,
@@ -276,15 +281,32 @@ def tune(
     progress: Progress = None,
     min_speech_s: float = 0.5,
     allow_missing: bool = False,
+    unlabeled: Sequence[str | Path] = (),
+    use_pool: bool = True,
 ) -> TuneReport:
-    """Enroll (reusing cached embeddings), fit the backend, calibrate, and save a new model version."""
+    """Enroll (reusing cached embeddings), fit the backend, calibrate, and save a new model version.
+
+    ``unlabeled``: folders of clips of unknown identity, added to the workspace's unlabeled pool
+    (``srpl_cli.pool``); the whole stored pool is used unless ``use_pool`` is False. ``method`` None:
+    ``DEFAULT_POOL_METHOD`` with a pool, else ``DEFAULT_METHOD``.
+    """
     from srpl_cli.backends import backend_class
     from srpl_cli.datasets import collect_audio
 
-    if backend_class(method).uses_cohort and unknown_dir is None and synthetic is None:
-        from srpl_cli.backends.as_norm import NEEDS_COHORT
+    if method is not None:
+        if backend_class(method).uses_cohort and unknown_dir is None and synthetic is None:
+            from srpl_cli.backends.as_norm import NEEDS_COHORT
 
-        raise UsageError(NEEDS_COHORT)  # before any audio work, like a bad --method
+            raise UsageError(NEEDS_COHORT)  # before any audio work, like a bad --method
+        if backend_class(method).uses_pool and not use_pool:
+            from srpl_cli.backends.pool_propagation import NEEDS_POOL
+
+            raise UsageError(NEEDS_POOL)
+    if unlabeled and not use_pool:
+        raise UsageError("--unlabeled adds clips to the pool; it does not combine with --no-pool")
+    for d in unlabeled:  # a typo must fail before minutes of embedding
+        if not Path(d).is_dir():
+            raise DataError(f"{d}: no such directory (--unlabeled)")
     check_name(model_name, "model name")
     from srpl_cli.datasets import read_speaker_folders
 
@@ -341,7 +363,20 @@ def tune(
         unknown_parts.append(res.embeddings)
         sources["unknown_dir"] = {"dir": str(unknown_dir), "clips": len(res.paths_ok)}
     X_unknown = np.concatenate(unknown_parts) if unknown_parts else None
-    model, calibration = fit_backend(method, X, y, X_unknown, seed, target_far, origin=origin)
+    pool, added = _tune_pool(ws, bb, unlabeled, use_pool, min_speech_s, progress)
+    if method is None:
+        method = DEFAULT_POOL_METHOD if len(pool) else DEFAULT_METHOD
+    elif backend_class(method).uses_pool and not len(pool):
+        from srpl_cli.backends.pool_propagation import NEEDS_POOL
+
+        raise DataError(NEEDS_POOL)
+    pool_X = pool.X if len(pool) else None
+    model, calibration = fit_backend(method, X, y, X_unknown, seed, target_far, origin=origin, pool=pool_X)
+    if len(pool):
+        by_source: dict[str, int] = {}
+        for c in pool.clips:
+            by_source[c.get("source", "?")] = by_source.get(c.get("source", "?"), 0) + 1
+        sources["unlabeled_pool"] = {"clips": len(pool), "added": added, "by_source": by_source}
     tune_info = {
         "method": method,
         "backbone": bb.name,
@@ -376,7 +411,57 @@ def tune(
         calibration,
         report,
         str(mv.path),
+        len(pool),
+        added,
     )
+
+
+def _tune_pool(
+    ws: Workspace,
+    bb: Any,
+    unlabeled: Sequence[str | Path],
+    use_pool: bool,
+    min_speech_s: float,
+    progress: Progress,
+) -> tuple[Any, int]:
+    """Embed ``unlabeled`` folders into the stored pool; return (the pool to learn from, clips added)."""
+    from srpl_cli.datasets import collect_audio
+    from srpl_cli.pool import Pool, add_to_pool, load_pool
+
+    if not use_pool:
+        return Pool(np.zeros((0, 0), np.float32)), 0
+    added = 0
+    for d in unlabeled:
+        res = embed_clips(collect_audio([d]), bb, ws, progress, min_speech_s)
+        if len(res.paths_ok) == 0:
+            raise DataError(f"{d}: no usable clip (--unlabeled)")
+        _, n = add_to_pool(ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, f"tune --unlabeled {d}")
+        added += n
+    return load_pool(ws, bb.name, bb.identifier), added
+
+
+def learn(
+    clips: Sequence[str | Path],
+    workspace: Workspace | None = None,
+    model_name: str = DEFAULT_MODEL,
+    backbone_source: str | Path | None = None,
+    min_speech_s: float = 0.5,
+) -> tuple[int, int]:
+    """``identify --learn``: add the usable ``clips`` to the unlabeled pool of the model's backbone
+    (embedded through the cache, so clips just identified cost nothing). Returns (added, pool size);
+    the next ``tune`` learns from them."""
+    from srpl_cli.datasets import collect_audio
+    from srpl_cli.pool import add_to_pool, load_pool
+
+    ws = workspace or Workspace()
+    _, info, _ = load_model(ws, model_name)
+    bb = load_backbone(info["backbone"], backbone_source or info.get("backbone_source"))
+    paths = collect_audio(list(clips), [])
+    res = embed_clips(paths, bb, ws, None, min_speech_s) if paths else None
+    if res is None or not len(res.paths_ok):
+        return 0, len(load_pool(ws, bb.name, bb.identifier))
+    pool, added = add_to_pool(ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, "identify --learn")
+    return added, len(pool)
 
 
 # ---------------------------------------------------------------- identify

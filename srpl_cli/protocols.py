@@ -26,6 +26,38 @@ class Fold:
     enroll: np.ndarray  # indices of enrollment clips
     test_known: np.ndarray  # indices of the known speakers' other clips
     test_unknown: np.ndarray  # indices of every clip of a speaker who is not known
+    #: indices of unlabeled pool clips (test clips moved out of the test set), or None
+    pool: np.ndarray | None = None
+
+
+def split_pool(folds: Sequence[Fold], share: float, seed: int = 0) -> list[Fold]:
+    """Move a random ``share`` of each fold's test clips (known and unknown alike) into an unlabeled pool.
+
+    What a deployment hears before it is asked: pool-aware methods learn from the pool (never its
+    labels), and every method is scored on the same remaining test clips. The draw depends only on
+    ``seed`` and the fold, so it is paired across methods.
+    """
+    if not 0.0 < share < 1.0:
+        raise UsageError("--unlabeled-share must be between 0 and 1 (exclusive)")
+    out = []
+    for f in folds:
+        rng = np.random.default_rng([seed, f.index, 7919])
+        test = np.concatenate([f.test_known, f.test_unknown])
+        moved = rng.random(len(test)) < share
+        known_moved, unknown_moved = moved[: len(f.test_known)], moved[len(f.test_known) :]
+        if (~known_moved).sum() == 0 or (~unknown_moved).sum() == 0:
+            raise DataError("too few test clips to split off an unlabeled pool; lower --unlabeled-share")
+        out.append(
+            Fold(
+                f.index,
+                f.known,
+                f.enroll,
+                f.test_known[~known_moved],
+                f.test_unknown[~unknown_moved],
+                np.sort(test[moved]),
+            )
+        )
+    return out
 
 
 def few_shot_folds(
@@ -119,6 +151,8 @@ class MethodResult:
     known_scores: np.ndarray | None = None
     unknown_scores: np.ndarray | None = None
     curve: tuple[np.ndarray, np.ndarray] | None = None
+    #: the calibrated threshold the model was scored at (NaN for a thresholdless checkpoint)
+    threshold: float = float("nan")
 
 
 @dataclass
@@ -147,6 +181,8 @@ class FoldsReport:
             if self.baseline in self.methods and m != self.baseline:
                 entry[f"oscr_vs_{self.baseline}"] = self.paired("oscr", m, percent)
                 entry[f"acc_vs_{self.baseline}"] = self.paired("acc", m, percent)
+                if "balanced_error" in self.metric_names():
+                    entry[f"balanced_error_vs_{self.baseline}"] = self.error_ratio(m)
             out[m] = entry
         return out
 
@@ -160,15 +196,30 @@ class FoldsReport:
             "folds": len(d),
         }
 
+    def error_ratio(self, method: str) -> dict[str, float]:
+        """Balanced open-set error at the calibrated threshold against the baseline's: ratio of the
+        means, and in how many folds it is lower ("wins") or higher ("worse") than the baseline's."""
+        mine, base = self.values(method, "balanced_error"), self.values(self.baseline, "balanced_error")
+        return {
+            "ratio": float(mine.mean() / base.mean()) if base.mean() > 0 else float("nan"),
+            "wins": int((mine < base).sum()),
+            "worse": int((mine > base).sum()),
+            "folds": len(mine),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
             "folds": len(self.folds),
             "summary": self.summary(),
             # percent like the summary (min_dcf a plain number): one JSON object, one unit
+            # plus each model's calibrated threshold, on its own score scale (plots draw it)
             "per_fold": [
                 {
-                    m: {k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()}
+                    m: {
+                        **{k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()},
+                        "threshold": r.threshold if np.isfinite(r.threshold) else None,
+                    }
                     for m, r in f.items()
                 }
                 for f in self.folds
@@ -176,9 +227,10 @@ class FoldsReport:
         }
 
 
-#: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold, origin_or_None) -> fitted
-#: OpenSetClassifier; origin as in ``srpl_cli.calibration.held_out_scores`` (None: every row a real clip)
-FitFn = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None", int, Fold, "np.ndarray | None"], Any]
+#: fit(method, X_enroll, y_enroll, X_unknown_or_None, seed, fold, origin_or_None, pool_or_None) -> fitted
+#: OpenSetClassifier; origin as in ``srpl_cli.calibration.held_out_scores`` (None: every row a real clip);
+#: pool: unlabeled in-domain embeddings (``Fold.pool`` and/or a fixed pool), None without one
+FitFn = Callable[..., Any]
 
 
 def score_method(
@@ -199,13 +251,43 @@ def score_method(
     if np.isfinite(thr):  # a released checkpoint has no calibrated threshold
         metrics["far"] = float((unknown_logits.max(1) >= thr).mean())
         metrics["frr"] = float((known_logits.max(1) < thr).mean())
-    result = MethodResult(metrics)
+        metrics.update(operating_point(known_logits, labels, unknown_logits, thr))
+    result = MethodResult(metrics, threshold=thr)
     if keep_scores:
         result.known_scores = known_logits.max(1)
         result.unknown_scores = unknown_logits.max(1)
         fpr, ccr, _ = oscr_curve(known_logits, labels, unknown_logits)
         result.curve = (fpr, ccr)
     return result
+
+
+def operating_point(
+    known_logits: np.ndarray, labels: np.ndarray, unknown_logits: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """The decision a user gets at ``threshold``, and the best any threshold could give.
+
+    ``known_wrong``: share of known clips answered wrongly (rejected, or given another speaker's name);
+    ``unknown_accepted``: share of unknown clips given a name; ``balanced_error``: their mean, so a
+    threshold cannot look good by serving only the larger group; ``balanced_error_oracle``: the lowest
+    balanced error over all thresholds (the gap to it is what calibration loses).
+    """
+    k_score, u_score = known_logits.max(1), unknown_logits.max(1)
+    misnamed = known_logits.argmax(1) != labels
+    known_wrong = float(((k_score < threshold) | misnamed).mean())
+    unknown_accepted = float((u_score >= threshold).mean())
+    # every distinct score as a threshold, plus one above all: errors counted with sorted scores
+    cand = np.unique(np.concatenate([k_score, u_score, [np.inf]]))
+    ks_right = np.sort(k_score[~misnamed])
+    us = np.sort(u_score)
+    rejected_right = np.searchsorted(ks_right, cand, side="left")  # right-named clips below t
+    kw = (misnamed.sum() + rejected_right) / len(k_score)
+    ua = 1.0 - np.searchsorted(us, cand, side="left") / len(us)
+    return {
+        "known_wrong": known_wrong,
+        "unknown_accepted": unknown_accepted,
+        "balanced_error": (known_wrong + unknown_accepted) / 2,
+        "balanced_error_oracle": float(((kw + ua) / 2).min()),
+    }
 
 
 #: augment(fold) -> (extra enrollment X, their labels, unknown training samples, origin of the extra rows:
@@ -226,11 +308,13 @@ def evaluate_folds(
     keep_scores: bool = False,
     progress: Callable[[int, int], None] | None = None,
     protocol: dict[str, Any] | None = None,
+    fixed_pool: np.ndarray | None = None,
 ) -> FoldsReport:
     """Fit every method on every fold's enrollment and score its test clips (paired by fold).
 
     ``augment`` adds training data that depends on the fold (synthetic variants of its enrollment
-    clips, unknown samples); test clips are never touched.
+    clips, unknown samples); test clips are never touched. The fold's unlabeled pool (``Fold.pool``,
+    see ``split_pool``) plus any ``fixed_pool`` embeddings go to ``fit`` as its ``pool``.
     """
     report = FoldsReport(list(methods), protocol=protocol or {})
     total = len(folds) * len(methods)
@@ -244,9 +328,12 @@ def evaluate_folds(
                 y_fit = np.concatenate([y_fit, np.asarray(y_extra, dtype=y_fit.dtype)])
                 extra = np.full(len(X_extra), -1) if origin_extra is None else np.asarray(origin_extra)
                 origin = np.concatenate([np.arange(len(fold.enroll)), extra]).astype(np.int64)
+        parts = [X[fold.pool]] if fold.pool is not None else []
+        parts += [fixed_pool] if fixed_pool is not None else []
+        pool = np.concatenate(parts) if parts else None
         per_method: dict[str, MethodResult] = {}
         for m in methods:
-            model = fit(m, X_fit, y_fit, X_unknown, seed + fold.index, fold, origin)
+            model = fit(m, X_fit, y_fit, X_unknown, seed + fold.index, fold, origin, pool)
             per_method[m] = score_method(
                 model, X[fold.test_known], y[fold.test_known], X[fold.test_unknown], keep_scores
             )

@@ -9,6 +9,7 @@ Layout (documented in docs/workspace.md)::
       profiles/<backbone>/<speaker>/ profile.json + embeddings.npy (one enrolled speaker)
       models/<name>/v0001/           one tuned model version: model.safetensors, meta.json, tune.json
       models/<name>/CURRENT          the version in use (moved last, atomically)
+      pool/<backbone>/               unlabeled pool: embeddings.npy + pool.json (srpl_cli.pool)
       datasets/registry.json         downloaded embedding datasets, by name
       downloads/                     hub snapshots of datasets
       tmp/                           builds in progress; debris from a killed run is removed later
@@ -250,6 +251,21 @@ class Workspace:
         if not self.profiles_dir.is_dir():
             return []
         return sorted(d.name for d in self.profiles_dir.iterdir() if d.is_dir() and any(d.iterdir()))
+
+    # ---- unlabeled pool (srpl_cli.pool decides what goes in) ----
+    def pool_dir(self, backbone: str) -> Path:
+        return self.root / "pool" / backbone
+
+    def save_pool(self, backbone: str, embeddings: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Replace the unlabeled pool of ``backbone`` as a whole. Call under ``lock()``."""
+        target = self.pool_dir(backbone)
+        with self.building("pool") as build:
+            np.save(build / "embeddings.npy", np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+            (build / "pool.json").write_text(json.dumps({**meta, "updated": _now()}, indent=1, default=str))
+            _fsync_dir_files(build)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _replace_dir(build, target)
+        return target
 
     # ---- models ----
     def model_versions(self, name: str = DEFAULT_MODEL) -> list[str]:

@@ -17,7 +17,8 @@ from srpl_cli.errors import DataError, NotFittedError
 FAST = {"epochs": 3, "hidden_dims": (16, 8), "device": "cpu", "random_state": 0, "n_models": 2, "steps": 5}
 
 DIM = 12
-#: other people's embeddings for cohort backends (AS-norm), which cannot score without them
+#: other people's embeddings for cohort backends (AS-norm) and unlabeled clips for pool backends,
+#: which cannot score without them
 COHORT = np.random.default_rng(9).normal(size=(6, DIM)).astype(np.float32)
 
 
@@ -28,8 +29,8 @@ def make(name: str):
 
 
 def fit(est, X, y, X_unknown=None):
-    """``est.fit``, giving cohort backends the cohort they always need."""
-    if est.uses_cohort and X_unknown is None:
+    """``est.fit``, giving cohort and pool backends the cohort / pool they always need."""
+    if (est.uses_cohort or est.uses_pool) and X_unknown is None:
         X_unknown = COHORT
     return est.fit(X, y, X_unknown=X_unknown)
 
@@ -139,6 +140,9 @@ def test_unknown_samples_accepted(name: str) -> None:
     empty = np.zeros((0, DIM), np.float32)
     if backend_class(name).uses_cohort:  # an empty cohort is no cohort: say how to pass one
         with pytest.raises(DataError, match="--cohort"):
+            make(name).fit(X, y, X_unknown=empty)
+    elif backend_class(name).uses_pool:  # an empty pool is no pool: say how to give one
+        with pytest.raises(DataError, match="--unlabeled"):
             make(name).fit(X, y, X_unknown=empty)
     else:
         assert make(name).fit(X, y, X_unknown=empty) is not None

@@ -21,6 +21,8 @@ BACKENDS: dict[str, str] = {
     "srpl": "srpl_cli.backends.srpl:SRPLBackend",
     "anchored-cosine": "srpl_cli.backends.anchored_cosine:AnchoredCosineBackend",
     "as-norm": "srpl_cli.backends.as_norm:ASNormBackend",
+    "pool-propagation": "srpl_cli.backends.pool_propagation:PoolPropagationBackend",
+    "srpl-v2": "srpl_cli.backends.srpl_v2:SRPLv2Backend",
 }
 
 

@@ -48,6 +48,11 @@ class OpenSetClassifier:
     name: ClassVar[str] = ""
     #: True when ``X_unknown`` is a normalisation cohort rather than training negatives (AS-norm)
     uses_cohort: ClassVar[bool] = False
+    #: True when ``X_unknown`` is an unlabeled in-domain pool (enrolled people and strangers mixed)
+    uses_pool: ClassVar[bool] = False
+    #: True when the backend trains on unknown samples and should get a pool's in-domain strangers
+    #: (``srpl_cli.pool.in_domain_negatives``) as ``X_unknown``
+    pool_negatives: ClassVar[bool] = False
 
     # ---- parameters (scikit-learn's get_params / set_params) ----
     @classmethod
@@ -107,6 +112,11 @@ class OpenSetClassifier:
         if X_unknown is not None:
             return float((np.quantile(known, 0.05) + np.quantile(self.score_samples(X_unknown), 0.95)) / 2)
         return float(known.min() - 1e-6)
+
+    def refit_params(self) -> dict[str, Any]:
+        """Parameters that calibration refits (held-out rounds) must share with this fitted model, so
+        their scores are on its scale; none by default."""
+        return {}
 
     def set_threshold(self, threshold: float) -> OpenSetClassifier:
         self.threshold_ = float(threshold)

@@ -14,6 +14,9 @@ zhiyongchenGREAT/speaker-reciprocal-points-learning, built on ARPL's ``loss/ARPL
   L2 distance divided by d (ARPL's convention), not of the ``-(f @ P.T)`` logits. ``entropy_metric``
   picks one; the default is the released code's ``"l2"``.
 
+``LogitNormAnchorLoss`` is SpeakerRPL v2's objective (:mod:`srpl_cli.backends.srpl_v2`): LogitNorm
+cross-entropy over the K speakers' reciprocal-point logits plus M extra "unknown" anchor logits.
+
 torch is imported inside :func:`build_losses` so importing this module stays cheap.
 """
 
@@ -87,4 +90,39 @@ def build_losses() -> dict[str, Any]:
             logp = F.log_softmax(z, dim=1)
             return (logp.exp() * logp).sum(1).mean().exp()
 
-    return {"SRPLLoss": SRPLLoss, "dist_l2": dist_l2}
+    class LogitNormAnchorLoss(nn.Module):
+        """LogitNorm cross-entropy (Wei et al., ICML 2022) over K speaker + M unknown-anchor logits.
+
+        ``logits`` (..., n, K + M): the first ``n_classes`` columns are the enrolled speakers, the rest
+        the anchors of the unknown space. Each logit vector is divided by ``temperature`` times its own
+        norm, so the loss cannot be lowered by inflating every logit (which is what makes plain
+        cross-entropy over-confident far from the training data). A known sample (label k >= 0) is
+        pulled to its speaker against every other speaker *and* every anchor; an unknown sample (label
+        -1) to the anchor group as a whole (``-log sum_m p_anchor_m``), so it may settle on whichever
+        anchor is nearest. Leading dimensions (an ensemble of models trained together) are averaged.
+        """
+
+        def __init__(self, n_classes: int, temperature: float = 0.1, unknown_weight: float = 1.0) -> None:
+            super().__init__()
+            self.n_classes = int(n_classes)
+            self.temperature = float(temperature)
+            self.unknown_weight = float(unknown_weight)
+
+        def normalised(self, logits: torch.Tensor) -> torch.Tensor:
+            norm = logits.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+            return logits / (norm * self.temperature)
+
+        def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            logp = F.log_softmax(self.normalised(logits), dim=-1)
+            known = labels >= 0
+            loss = logits.new_zeros(())
+            if known.any():
+                idx = labels[known].view(*([1] * (logp.dim() - 2)), -1, 1)
+                picked = logp[..., known, :].gather(-1, idx.expand(*logp.shape[:-2], -1, 1))
+                loss = loss - picked.mean()
+            if (~known).any() and logp.shape[-1] > self.n_classes:
+                to_anchor = torch.logsumexp(logp[..., ~known, self.n_classes :], dim=-1)
+                loss = loss - self.unknown_weight * to_anchor.mean()
+            return loss
+
+    return {"SRPLLoss": SRPLLoss, "dist_l2": dist_l2, "LogitNormAnchorLoss": LogitNormAnchorLoss}

@@ -18,6 +18,7 @@ HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding
   srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --method cosine,srpl
   srpl evaluate --data ./emodb --backbone dvector --folds 10 --known 5 --shots 5 --enroll-glob '?????N?.flac'
   srpl evaluate --data ./emodb --backbone dvector --folds 10 --method as-norm,anchored-cosine --cohort ./others
+  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --unlabeled-share 0.5
   srpl evaluate --dataset NAME --cs-my
 """
 
@@ -84,6 +85,22 @@ def evaluate(
             "embeddings for embedding data. Never tested.",
         ),
     ] = None,
+    unlabeled_share: Annotated[
+        float | None,
+        typer.Option(
+            "--unlabeled-share",
+            help="With --folds: move this share of each fold's test clips into an unlabeled pool "
+            "(pool-aware methods learn from it; all are scored on the rest).",
+        ),
+    ] = None,
+    unlabeled: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--unlabeled",
+            help="A fixed unlabeled pool (repeatable): audio folder, or <dir>/<x>/<n>.npy embeddings; "
+            "names ignored.",
+        ),
+    ] = None,
     calibrate: Annotated[
         bool,
         typer.Option(
@@ -100,6 +117,8 @@ def evaluate(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
+    import numpy as np
+
     from srpl_cli import evaluation as ev
     from srpl_cli.cli._output import print_json, progress_bar
     from srpl_cli.datasets import is_embedding_dataset
@@ -122,6 +141,14 @@ def evaluate(
     if not root.exists():
         raise UsageError(f"{root}: no such file or directory")
     embedding_data = is_embedding_dataset(root)
+    if checkpoint is not None and (folds or method or unlabeled_share is not None or unlabeled):
+        raise UsageError(
+            "--checkpoint scores a fixed model: it does not combine with --folds, --method or a pool"
+        )
+    if unlabeled_share is not None and not 0.0 < unlabeled_share < 1.0:
+        raise UsageError("--unlabeled-share must be between 0 and 1 (exclusive)")
+    if unlabeled_share is not None and not folds and embedding_data:
+        raise UsageError("--unlabeled-share splits the test clips of each fold: give --folds")
     if checkpoint is not None and (folds or method):
         raise UsageError("--checkpoint scores a fixed model: it does not combine with --folds or --method")
     with progress_bar("embedding clips", quiet or json_) as progress:
@@ -147,15 +174,27 @@ def evaluate(
             edata.cohort = ev.load_cohort(
                 cohort, embedding_data, None if embedding_data else bb, ws, progress
             )
+        if unlabeled:
+            edata.pool = np.concatenate(
+                [
+                    ev.load_cohort(
+                        d, embedding_data, None if embedding_data else bb, ws, progress, "--unlabeled"
+                    )
+                    for d in unlabeled
+                ]
+            )
     keep = plot is not None
     with progress_bar("fitting", quiet or json_) as progress:
         if checkpoint is not None:
             report = ev.run_checkpoint(edata, checkpoint, known, keep)
         elif folds:
-            methods = ev.parse_methods(method, folds=True)
-            report = ev.run_folds(edata, methods, folds, known, shots or 5, seed, calibrate, keep, progress)
+            has_pool = unlabeled_share is not None or edata.pool is not None
+            methods = ev.parse_methods(method, folds=True, pool=has_pool)
+            report = ev.run_folds(
+                edata, methods, folds, known, shots or 5, seed, calibrate, keep, progress, unlabeled_share
+            )
         else:
-            methods = ev.parse_methods(method, folds=False)
+            methods = ev.parse_methods(method, folds=False, pool=edata.pool is not None)
             report = ev.run_fixed_split(edata, methods, known, shots, seed, calibrate, keep)
     if plot is not None:
         _plot(report, plot)
@@ -205,7 +244,8 @@ def _render(report) -> None:
             title=escape(
                 f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}"
             ),
-            caption="mean±std (%); Δ = paired difference to cosine (wins/folds); --json: all metrics",
+            caption="mean±std (%); BE = balanced open-set error at the calibrated threshold, BE* at the "
+            "best one; Δ = paired difference to cosine (wins/folds); --json: all metrics",
         )
         fold_cols = [
             ("acc", "ACC"),
@@ -214,6 +254,8 @@ def _render(report) -> None:
             ("eer", "EER"),
             ("far", "FAR"),
             ("frr", "FRR"),
+            ("balanced_error", "BE"),
+            ("balanced_error_oracle", "BE*"),
         ]
         table.add_column("method", no_wrap=True)
         for _, label in fold_cols:

@@ -15,6 +15,7 @@ HELP = """Say who speaks in each clip (files or folders), or `unknown`.
 
   srpl identify clip.wav
   srpl identify ./inbox --json --top-k 3 | jq .speaker
+  srpl identify ./inbox --learn          (then `srpl tune` learns the room from these clips)
 """
 
 
@@ -30,6 +31,12 @@ def identify(
         typer.Option("--threshold", help="Override the calibrated threshold.", callback=finite_number),
     ] = None,
     model: Annotated[str, typer.Option("--model", help="Name of the tuned model to use.")] = "default",
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn", help="Add the clips to the workspace's unlabeled pool for the next `srpl tune`."
+        ),
+    ] = False,
     backbone_path: BackboneSourceOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
@@ -76,3 +83,9 @@ def identify(
         err.print(f"{len(failed)} of {len(results)} clip(s) could not be identified", highlight=False)
         if len(failed) == len(results):
             raise DataError("no usable clip to identify")
+    if learn:
+        added, size = pipeline.learn(clips, Workspace(workspace), model, backbone_path)
+        err.print(
+            f"unlabeled pool: {added} clip(s) added, {size} in all; run `srpl tune` to learn from them",
+            highlight=False,
+        )

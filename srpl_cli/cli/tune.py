@@ -26,9 +26,14 @@ Rejection threshold: set where false accepts equal false rejects on held-out dat
 held out, enrolled speakers left out as strangers, plus any --unknown-dir / --synthetic unknowns), or at
 --target-far. A failed or interrupted tune leaves the previous model in use.
 
+Unlabeled pool: --unlabeled DIR adds clips of unknown identity (recordings the device heard: family,
+TV, visitors; minutes, not hours) to the workspace's pool; every tune learns from the stored pool
+(pool-propagation by default) and reads the threshold from its score mixture. --no-pool ignores it.
+
 [b]Examples[/b]
 
   srpl tune ./family --shots 5
+  srpl tune ./family --shots 5 --unlabeled ./heard_this_week
   srpl tune ./family --shots 5 --backbone dvector --unknown-dir ./other_people
   srpl tune ./family --shots 5 --synthetic ./synth     (alias --cs-my)
 """
@@ -57,6 +62,17 @@ def tune(
             "--synthetic", "--cs-my", help="Output of `srpl synthesize`: variants + unknown voices."
         ),
     ] = None,
+    unlabeled: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--unlabeled",
+            help="Clips of unknown identity (enrolled people and strangers; any layout) to add to the "
+            "workspace's pool and learn from. Repeatable.",
+        ),
+    ] = None,
+    no_pool: Annotated[
+        bool, typer.Option("--no-pool", help="Ignore the stored unlabeled pool (enrollment only).")
+    ] = False,
     target_far: Annotated[
         float | None,
         typer.Option(
@@ -87,7 +103,7 @@ def tune(
             Workspace(workspace),
             shots=shots,
             backbone=backbone,
-            method=method or pipeline.DEFAULT_METHOD,
+            method=method,
             unknown_dir=unknown_dir,
             synthetic=synthetic,
             seed=seed,
@@ -97,6 +113,8 @@ def tune(
             progress=progress,
             min_speech_s=min_speech,
             allow_missing=allow_missing,
+            unlabeled=unlabeled or (),
+            use_pool=not no_pool,
         )
     if json_:
         print_json(report.to_dict())
@@ -109,4 +127,13 @@ def tune(
         f"tuned [b]{report.method}[/b] on {len(report.speakers)} speakers x {clips} clips "
         f"({report.backbone}, {report.n_unknown} unknown samples) -> model '{report.model}' {report.version}"
     )
+    if report.n_pool:
+        out.print(f"unlabeled pool: {report.n_pool} clips ({report.n_pool_added} added now)", highlight=False)
     out.print(f"threshold {report.threshold:.4f}: {cal['rule']}", highlight=False)
+    rates = []
+    if "heldout_far" in cal:
+        rates.append(f"false accepts {100 * cal['heldout_far']:.1f} % of {cal['heldout_impostor']} impostor")
+    if "heldout_frr" in cal:
+        rates.append(f"false rejects {100 * cal['heldout_frr']:.1f} % of {cal['heldout_genuine']} genuine")
+    if rates:
+        out.print("held-out at this threshold: " + ", ".join(rates) + " scores", highlight=False)

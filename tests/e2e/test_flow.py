@@ -328,3 +328,73 @@ def test_evaluate_audio_cs_my_synthesizes_per_fold(tmp_path):
     report = json.loads(r.stdout)
     assert report["protocol"]["cs_my"] is True and "srpl" in report["summary"]
     assert not any((tmp_path / "ws" / "tmp").iterdir())  # per-fold synthesis leaves nothing behind
+
+
+def test_tune_with_unlabeled_pool_then_identify_learn(tmp_path):
+    """`tune --unlabeled` stores a pool and learns from it; `identify --learn` grows it for the next tune."""
+    emodb = shared_path("emodb")
+    speakers = sorted(emodb.iterdir())
+    enroll, heard, later = tmp_path / "enroll", tmp_path / "heard", tmp_path / "later"
+    heard.mkdir()
+    later.mkdir()
+    for d in speakers[:3]:
+        (enroll / d.name).mkdir(parents=True)
+        neutral = sorted(d.glob("?????N?.flac"))[:5]
+        for p in neutral:
+            (enroll / d.name / p.name).symlink_to(p)
+        others = [p for p in sorted(d.glob("*.flac")) if p not in neutral]
+        for p in others[:6]:
+            (heard / p.name).symlink_to(p)
+        (later / others[6].name).symlink_to(others[6])
+    for d in speakers[3:6]:  # strangers the device hears too
+        for p in sorted(d.glob("*.flac"))[:6]:
+            (heard / p.name).symlink_to(p)
+    (heard / "again.flac").symlink_to(sorted(heard.iterdir())[0].resolve())  # same clip twice
+    ws = tmp_path / "ws"
+    base = ["--shots", "5", "--backbone", "dvector", "--workspace", ws]
+    r = srpl("tune", enroll, *base, "--unlabeled", heard, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["method"] == "pool-propagation" and report["n_pool"] == 36 and report["n_pool_added"] == 36
+    assert "pool" in report["calibration"]
+    meta = json.loads((ws / "pool" / "dvector" / "pool.json").read_text())
+    assert len(meta["clips"]) == 36 and all(c["source"].startswith("tune --unlabeled") for c in meta["clips"])
+    r = srpl("identify", later, "--learn", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    assert "3 clip(s) added, 39 in all" in r.stderr
+    r = srpl("tune", enroll, *base)  # the stored pool is used without naming it again
+    assert r.returncode == 0, r.stderr
+    assert "tuned pool-propagation" in r.stdout and "unlabeled pool: 39 clips (0 added now)" in r.stdout
+    assert "held-out at this threshold" in r.stdout
+    r = srpl("tune", enroll, *base, "--no-pool", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["method"] == "anchored-cosine"
+    r = srpl("tune", enroll, *base, "--unlabeled", tmp_path / "nope")
+    assert r.returncode != 0 and "no such directory (--unlabeled)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_with_unlabeled_share_on_audio(tmp_path):
+    """`evaluate --unlabeled-share` on audio folders: pool methods by default, operating-point metrics."""
+    speakers = shared_path("librispeech-mini", "speakers")
+    args = [
+        "evaluate",
+        "--data",
+        speakers,
+        "--unknown-dir",
+        speakers.parent / "others",
+        "--backbone",
+        "dvector",
+    ]
+    args += ["--folds", "2", "--known", "5", "--shots", "5", "--unlabeled-share", "0.5"]
+    r = srpl(*args, "--workspace", tmp_path / "ws", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert list(report["summary"]) == ["cosine", "anchored-cosine", "pool-propagation"]
+    s = report["summary"]["pool-propagation"]
+    for k in ("balanced_error", "balanced_error_oracle", "known_wrong", "unknown_accepted"):
+        assert 0 <= s[k]["mean"] <= 100
+    assert s["balanced_error_oracle"]["mean"] <= s["balanced_error"]["mean"]
+    assert s["balanced_error_vs_cosine"]["folds"] == 2
+    assert report["per_fold"][0]["pool-propagation"]["threshold"] is not None
+    assert report["protocol"]["unlabeled_share"] == 0.5
+    r = srpl(*args[:-2], "--method", "pool-propagation", "--workspace", tmp_path / "ws")
+    assert r.returncode == 2 and "unlabeled" in r.stderr  # a pool method needs a pool
