@@ -27,6 +27,10 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
+#: `identify` reports the scores of this many best speakers per clip (all of them when fewer are enrolled)
+SCORES_SHOWN = 100
+
+
 # ---------------------------------------------------------------- results
 @dataclass
 class ClipIssue:
@@ -387,17 +391,16 @@ def identify(
     names = [str(c) for c in backend.classes_]
     by_path: dict[str, Identification] = {}
     if res is not None and len(res.paths_ok):
-        S = backend.decision_function(res.embeddings)
-        for p, row in zip(res.paths_ok, S, strict=True):
-            order = np.argsort(-row)
-            best = int(order[0])
-            score = float(row[best])
+        # only the best speakers of each clip are ranked and kept: never clips x enrolled speakers
+        idx, val = backend.top_k(res.embeddings, max(top_k, SCORES_SHOWN))
+        for p, cols, row in zip(res.paths_ok, idx.tolist(), val.tolist(), strict=True):
+            score = row[0]
             by_path[str(p)] = Identification(
                 path=str(p),
-                speaker=names[best] if score >= thr else None,
+                speaker=names[cols[0]] if score >= thr else None,
                 score=score,
-                scores={n: float(v) for n, v in zip(names, row, strict=True)},
-                top=[(names[i], float(row[i])) for i in order[: max(1, top_k)]],
+                scores={names[i]: v for i, v in zip(cols, row, strict=True)},
+                top=[(names[i], v) for i, v in zip(cols[: max(1, top_k)], row, strict=False)],
             )
     for p, reason in (res.problems if res is not None else []) + empty_dirs:
         by_path[str(p)] = Identification(str(p), None, None, {}, [], error=reason)
