@@ -64,7 +64,7 @@ def _normalise(X: np.ndarray) -> np.ndarray:
 
 
 def _block_rows(n_cols: int) -> int:
-    return max(256, BLOCK_VALUES // max(1, n_cols))
+    return max(16, BLOCK_VALUES // max(1, n_cols))
 
 
 def _group_order(y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,8 +268,8 @@ class AnchoredCosineBackend(OpenSetClassifier):
         """float32 centres and anchor norms used beyond the exact range (derived, never saved)."""
         cache = self.__dict__.setdefault("_cache", {})
         if name not in cache:
-            if name == "centers32":
-                cache[name] = self.centers_.astype(np.float32)
+            if name in ("centers32", "prototypes32", "offsets32"):
+                cache[name] = getattr(self, f"{name[:-2]}_").astype(np.float32)
             elif name == "inv_norms":
                 cache[name] = _anchor_inverse_norms(
                     self.prototypes_, self.neighbours_, float(self.anchor_mix)
@@ -283,6 +283,7 @@ class AnchoredCosineBackend(OpenSetClassifier):
         A: np.ndarray | None,
         nbr: np.ndarray | None,
         inv_norms: np.ndarray | None = None,
+        P32: np.ndarray | None = None,
     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """Blocks of (rows, prototype similarities ``Zt @ P.T``, best anchor cosine of each row).
 
@@ -299,7 +300,7 @@ class AnchoredCosineBackend(OpenSetClassifier):
         assert nbr is not None
         mix = float(self.anchor_mix)
         inv = _anchor_inverse_norms(P, nbr, mix) if inv_norms is None else inv_norms
-        P32 = P.astype(np.float32)
+        P32 = P.astype(np.float32) if P32 is None else P32
         T = min(K, EXACT_MAX_SPEAKERS)
         step = _block_rows(K)
         for s in range(0, len(Zt), step):
@@ -315,8 +316,17 @@ class AnchoredCosineBackend(OpenSetClassifier):
 
     def _model_blocks(self, X: np.ndarray) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         Zt = _transform(_normalise(X.astype(np.float64)), self.basis_, self.gain_)
-        inv = None if self.anchors_ is not None else self._cached("inv_norms")
-        yield from self._blocks(Zt, self.prototypes_, self.anchors_, self.neighbours_, inv)
+        if self.anchors_ is not None:
+            yield from self._blocks(Zt, self.prototypes_, self.anchors_, None)
+        else:
+            yield from self._blocks(
+                Zt,
+                self.prototypes_,
+                None,
+                self.neighbours_,
+                self._cached("inv_norms"),
+                self._cached("prototypes32"),
+            )
 
     def open_set_scores(self, X: np.ndarray) -> np.ndarray:
         """(n, K) whitened, anchored, offset scores; their max is the open-set score."""
@@ -328,9 +338,12 @@ class AnchoredCosineBackend(OpenSetClassifier):
     def _open_set_max(self, X: np.ndarray) -> np.ndarray:
         """(n,) the max of ``open_set_scores`` without holding all n x K scores at once."""
         out = np.empty(len(X))
+        w = float(self.anchor_weight)
         for rows, S, best_anchor in self._model_blocks(X):
-            scores = S - float(self.anchor_weight) * best_anchor[:, None] - self.offsets_[None, :]
-            out[rows] = scores.max(axis=1)
+            if S.dtype == np.float32:  # beyond the exact range: the same max, without an n x K float64 copy
+                out[rows] = (S - self._cached("offsets32")).max(axis=1) - w * best_anchor
+            else:
+                out[rows] = (S - w * best_anchor[:, None] - self.offsets_[None, :]).max(axis=1)
         return out
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
