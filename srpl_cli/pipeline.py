@@ -109,13 +109,19 @@ def embed_clips(
 ) -> Any:
     """Embed clips through the workspace cache (no clip is embedded twice). Returns ExtractionResult."""
     from srpl_cli.embeddings import EmbeddingCache, extract_embeddings
+    from srpl_cli.executors import current_executor
 
     cache = None
     if workspace is not None:
         workspace.ensure()
         cache = EmbeddingCache(workspace.cache_dir)
     return extract_embeddings(
-        list(paths), backbone, cache=cache, progress=progress, min_speech_s=min_speech_s
+        list(paths),
+        backbone,
+        cache=cache,
+        progress=progress,
+        min_speech_s=min_speech_s,
+        executor=current_executor(),  # --engine: set by the command with executors.use_executor
     )
 
 

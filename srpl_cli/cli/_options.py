@@ -37,3 +37,28 @@ EnrollDirArg = Annotated[
 MinSpeechOpt = Annotated[
     float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where clips are embedded: local (this process) or ray (Ray Data; pip install 'srpl-cli\\[ray]').",
+        envvar="SRPL_ENGINE",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS, else a local Ray for this run).",
+        envvar="RAY_ADDRESS",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Backbone workers with --engine ray (default: one per GPU, else one per CPU).",
+        show_default=False,
+    ),
+]

@@ -11,11 +11,14 @@ from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import (
     BackboneOpt,
     BackboneSourceOpt,
+    EngineOpt,
     EnrollDirArg,
     JsonOpt,
     MinSpeechOpt,
     QuietOpt,
+    RayAddressOpt,
     SeedOpt,
+    WorkersOpt,
     WorkspaceOpt,
 )
 
@@ -67,6 +70,9 @@ def tune(
     ] = "default",
     seed: SeedOpt = 0,
     min_speech: MinSpeechOpt = 0.5,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -79,7 +85,10 @@ def tune(
 
     if target_far is not None and not 0.0 < target_far < 1.0:
         raise UsageError("--target-far must be between 0 and 1")
-    with progress_bar("embedding clips", quiet or json_) as progress:
+    from srpl_cli.executors import make_executor, use_executor
+
+    executor = make_executor(engine, ray_address, workers)
+    with use_executor(executor), progress_bar("embedding clips", quiet or json_) as progress:
         report = pipeline.tune(
             enroll_dir,
             Workspace(workspace),
