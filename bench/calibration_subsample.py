@@ -78,9 +78,12 @@ def main() -> None:
     K = len(speakers)
     # scaled target: at K speakers, the share of rounds and groups the rule keeps at 10,000
     target = 15
-    print(
-        f"<!-- real: {K} speakers, plan {calibration_plan(K, 5 * K, 5, 10)} at SCORES_PER_SIDE={target} -->"
-    )
+    import srpl_cli.calibration as cal
+
+    cal.SCORES_PER_SIDE, default = target, cal.SCORES_PER_SIDE
+    plan = calibration_plan(K, 5 * K, 5, 10)
+    cal.SCORES_PER_SIDE = default
+    print(f"<!-- real: {K} speakers, subsampled plan {plan} (SCORES_PER_SIDE={target}) -->")
     for method in ("anchored-cosine", "cosine"):
         pairs = []
         for fold in range(args.folds):
