@@ -24,6 +24,12 @@ DEFAULT_TARGET_FAR: float | None = None
 FALLBACK_FAR = 0.05
 #: false-reject rate aimed for on held-out enrollment clips when there are too few speakers for impostors
 DEFAULT_TARGET_FRR = 0.05
+#: held-out scores per side (genuine, left-out speakers) after which no further cross-fitting round is
+#: run: at thousands of speakers one round already yields thousands of scores (docs/usage.md)
+SCORES_PER_SIDE = 5000
+#: below this many values in the enrollment (clips x dim), linear algebra runs on one thread: the
+#: matrices are so small that starting threads costs more than it saves
+SINGLE_THREAD_VALUES = 200_000
 
 
 def fit_backend(
@@ -76,9 +82,10 @@ def fit_backend(
         negatives = in_domain_negatives(X, y, pool)
         if len(negatives):
             X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
-    model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
-    kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
-    genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)
+    with _blas_threads(np.asarray(X).size):
+        model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
+        kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
+        genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)
     pool_info: dict[str, Any] | None = None
     if has_pool and target_far is None:
         from srpl_cli.pool_threshold import mixture_threshold, pool_scores
@@ -127,6 +134,34 @@ def _without_rows(pool: np.ndarray, X: np.ndarray) -> np.ndarray:
     return P[[row.tobytes() not in seen for row in P]]
 
 
+def _blas_threads(n_values: int) -> Any:
+    """One BLAS thread for small problems (threadpoolctl, the library scikit-learn uses for this)."""
+    from contextlib import nullcontext
+
+    if n_values >= SINGLE_THREAD_VALUES:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def calibration_plan(
+    n_speakers: int, n_scored_clips: int, rounds: int, max_speaker_groups: int
+) -> tuple[int, int]:
+    """How many genuine rounds and left-out speaker groups ``held_out_scores`` runs (the subsampling rule).
+
+    A genuine round scores one held-out clip per speaker, a left-out group about ``n_scored_clips /
+    groups`` clips. Rounds (and groups) stop once ``SCORES_PER_SIDE`` scores are expected on that side,
+    never fewer than one: every round and group is run up to 1,000 speakers x 5 clips; at 10,000 speakers
+    one round and one group of 1,000 speakers (5,000 clips) remain, so the cost of calibration grows like
+    one fit instead of fifteen. ``rounds`` and ``max_speaker_groups`` are the caps at small sizes.
+    """
+    n_rounds = min(rounds, max(1, -(-SCORES_PER_SIDE // max(1, n_speakers))))
+    n_groups = min(max_speaker_groups, n_speakers)
+    per_group = max(1, n_scored_clips // max(1, n_groups))
+    return n_rounds, min(n_groups, max(1, -(-SCORES_PER_SIDE // per_group)))
+
+
 def equal_error_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
     """Threshold (accept when score >= t) where the false-reject rate of ``genuine`` best equals the
     false-accept rate of ``impostor``; midway between neighbouring scores so it generalises."""
@@ -156,7 +191,8 @@ def held_out_scores(
     Genuine: round r holds clip r of every speaker out; the clip scores its best column, as in
     `identify`. Impostor: each round leaves a group of speakers out entirely (at most
     ``max_speaker_groups`` rounds, so cost stays bounded), and their clips' best scores are what a
-    stranger of the same domain would get; unknown samples are held out 1/rounds at a time.
+    stranger of the same domain would get; unknown samples are held out 1/rounds at a time. With
+    thousands of speakers ``calibration_plan`` runs fewer rounds and groups (one each at 10,000).
 
     ``origin[i]`` is the row of the real clip that row ``i`` was made from: ``i`` for a real clip, the
     source row for a synthetic variant, -1 for a variant of no single clip. Only real clips are scored,
@@ -172,6 +208,7 @@ def held_out_scores(
     real = np.ones(len(y), bool) if origin is None else np.asarray(origin) == np.arange(len(y))
     classes, y_idx = np.unique(y, return_inverse=True)
     counts = np.bincount(y_idx[real], minlength=len(classes))
+    plan_rounds, plan_groups = calibration_plan(len(classes), int(real.sum()), rounds, max_speaker_groups)
     genuine: list[np.ndarray] = []
     impostor: list[np.ndarray] = []
     has_unknown = X_unknown is not None and len(X_unknown) > 0
@@ -185,7 +222,7 @@ def held_out_scores(
             pos[derived] = pos[np.asarray(origin)[derived]]
         n_rounds = int(min(rounds, counts.min()))
         u_fold = np.arange(len(X_unknown)) % n_rounds if has_unknown else None
-        for r in range(n_rounds):
+        for r in range(min(n_rounds, plan_rounds)):  # rounds past the plan's count are not run (large K)
             held = (pos >= 0) & (pos % n_rounds == r)
             Xu_train = X_unknown[u_fold != r] if u_fold is not None else None
             m = get_backend(method, **kwargs).fit(X[~held], y[~held], Xu_train if pool is None else pool)
@@ -195,7 +232,7 @@ def held_out_scores(
     if len(classes) >= 3:  # the model left after removing a group must still know 2 speakers
         n_groups = min(max_speaker_groups, len(classes))
         group_of = np.arange(len(classes)) % n_groups
-        for g in range(n_groups):
+        for g in range(plan_groups):  # groups past the plan's count are not left out (large K)
             out = group_of[y_idx] == g
             if len(np.unique(y_idx[~out])) < 2:
                 continue

@@ -16,9 +16,10 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,60 @@ def embed_long_clip(
     return (total / max(norm, 1e-12)).astype(np.float32), quality
 
 
+#: what embedding one clip gave: (embedding, quality, None) or (None, None, why it is unusable)
+Outcome = tuple[np.ndarray | None, AudioQuality | None, str | None]
+
+
+def embed_batch(paths: Sequence[Path], backbone: Backbone, min_speech_s: float = 0.5) -> list[Outcome]:
+    """Decode, check and embed one batch of clips (what every executor runs per batch), in input order.
+
+    Decoded audio is sent to the backbone early rather than hold more than ``MAX_PENDING_SAMPLES``.
+    """
+    outcomes: list[Outcome] = [(None, None, None)] * len(paths)
+    pending: list[tuple[int, np.ndarray, AudioQuality]] = []
+    n_pending_samples = 0
+
+    def flush() -> None:
+        nonlocal n_pending_samples
+        n_pending_samples = 0
+        if not pending:
+            return
+        embs = np.asarray(backbone.embed([w for _, w, _ in pending]), dtype=np.float32)
+        if embs.shape != (len(pending), backbone.dim):
+            raise ValueError(
+                f"backbone {backbone.identifier} returned shape {embs.shape}, "
+                f"expected ({len(pending)}, {backbone.dim})"
+            )
+        for (k, _, quality), emb in zip(pending, embs, strict=True):
+            outcomes[k] = (emb, quality, None)
+        pending.clear()
+
+    for k, path in enumerate(paths):
+        try:
+            if _duration_hint(path) > LONG_CLIP_S:  # streamed in blocks: memory flat with duration
+                emb, quality = embed_long_clip(path, backbone, min_speech_s)
+                outcomes[k] = (emb, quality, None)
+                continue
+            wave, quality = validate(path, min_speech_s)
+        except AudioError as exc:
+            outcomes[k] = (None, None, exc.reason)
+            continue
+        if n_pending_samples + len(wave) > MAX_PENDING_SAMPLES:
+            flush()  # memory: held audio stays under the budget (or one clip, if longer)
+        pending.append((k, wave, quality))
+        n_pending_samples += len(wave)
+    flush()
+    return outcomes
+
+
+def _map_local(
+    batches: list[list[Path]], backbone: Backbone, min_speech_s: float
+) -> Iterator[tuple[int, list[Outcome]]]:
+    """The local executor: each batch in turn, in this process."""
+    for b, paths in enumerate(batches):
+        yield b, embed_batch(paths, backbone, min_speech_s)
+
+
 def extract_embeddings(
     paths: Iterable[str | Path],
     backbone: Backbone,
@@ -185,12 +240,14 @@ def extract_embeddings(
     progress: Progress | None = None,
     min_speech_s: float = 0.5,
     batch_size: int = 16,
+    executor: Any = None,
 ) -> ExtractionResult:
     """Embed every clip in ``paths`` with ``backbone``; bad clips are reported and skipped.
 
-    Cached clips are neither decoded nor embedded. Clips to embed are decoded in order of duration and sent
-    to the backbone ``batch_size`` at a time, so batches hold similar lengths and memory stays bounded.
-    Identical files (same bytes) are embedded once.
+    Cached clips are neither decoded nor embedded. Clips to embed are grouped in order of duration,
+    ``batch_size`` at a time, so batches hold similar lengths and memory stays bounded. Identical files
+    (same bytes) are embedded once. ``executor`` (``srpl_cli.executors``) says where the batches run:
+    ``None`` here, in this process; its results are cached by this process as each batch arrives.
     """
     items = [Path(p) for p in paths]
     total = len(items)
@@ -240,58 +297,33 @@ def extract_embeddings(
     todo.sort(key=lambda i: _duration_hint(items[i]))
     first_of_hash: dict[str, int] = {}
     duplicates: dict[int, int] = {}
-    pending: list[tuple[int, np.ndarray, AudioQuality]] = []
+    unique: list[int] = []
+    for i in todo:  # same bytes as an earlier clip in this run: embedded once
+        if hashes[i] in first_of_hash:
+            duplicates[i] = first_of_hash[hashes[i]]
+        else:
+            first_of_hash[hashes[i]] = i
+            unique.append(i)
+    # fixed batches of similar durations: every executor embeds exactly these groups, so the local and
+    # the Ray executor return the same numbers (a backbone's output can depend on its batch's make-up)
+    batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
     n_embedded = 0
-    n_pending_samples = 0
-
-    def flush() -> None:
-        nonlocal n_embedded, n_pending_samples
-        n_pending_samples = 0
-        if not pending:
-            return
-        embs = np.asarray(backbone.embed([w for _, w, _ in pending]), dtype=np.float32)
-        if embs.shape != (len(pending), backbone.dim):
-            raise ValueError(
-                f"backbone {bid} returned shape {embs.shape}, expected ({len(pending)}, {backbone.dim})"
-            )
-        for (i, _, quality), emb in zip(pending, embs, strict=True):
-            results[i] = (emb, quality)
-            if cache is not None:
-                cache.put(hashes[i], bid, emb, quality)
-        n_embedded += len(pending)
-        tick(len(pending))
-        pending.clear()
-
-    for i in todo:
-        h = hashes[i]
-        if h in first_of_hash:  # same bytes as an earlier clip in this run
-            duplicates[i] = first_of_hash[h]
-            continue
-        try:
-            if _duration_hint(items[i]) > LONG_CLIP_S:
-                emb, quality = embed_long_clip(items[i], backbone, min_speech_s)
-                results[i] = (emb, quality)
-                if cache is not None:
-                    cache.put(h, bid, emb, quality)
-                first_of_hash[h] = i
-                n_embedded += 1
-                tick()
+    run = executor.map_batches if executor is not None else _map_local
+    for b, outcomes in run([[items[i] for i in batch] for batch in batches], backbone, min_speech_s):
+        for i, (emb, quality, reason) in zip(batches[b], outcomes, strict=True):
+            if reason is not None:
+                problems[i] = reason
                 continue
-            wave, quality = validate(items[i], min_speech_s)
-        except AudioError as exc:
-            problems[i] = exc.reason
-            tick()
-            continue
-        first_of_hash[h] = i
-        if n_pending_samples + len(wave) > MAX_PENDING_SAMPLES:
-            flush()  # memory: held audio stays under the budget (or one clip, if longer)
-        pending.append((i, wave, quality))
-        n_pending_samples += len(wave)
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+            results[i] = (emb, quality)
+            n_embedded += 1
+            if cache is not None:
+                cache.put(hashes[i], bid, emb, quality)  # as each batch lands: an interrupted run resumes
+        tick(len(batches[b]))
     for i, j in duplicates.items():
-        results[i] = results[j]  # j passed validation (only such clips are remembered by hash)
+        if j in results:
+            results[i] = results[j]
+        else:
+            problems[i] = problems[j]
         tick()
 
     ok = sorted(results)

@@ -30,6 +30,8 @@ Progress = Callable[[int, int], None] | None
 DEFAULT_METHOD = "anchored-cosine"
 #: the method `srpl tune` uses when it has an unlabeled pool (``--unlabeled``; docs/accuracy.md)
 DEFAULT_POOL_METHOD = "pool-propagation"
+#: `identify` reports the scores of this many best speakers per clip (all of them when fewer are enrolled)
+SCORES_SHOWN = 100
 
 
 # ---------------------------------------------------------------- results
@@ -113,13 +115,19 @@ def embed_clips(
 ) -> Any:
     """Embed clips through the workspace cache (no clip is embedded twice). Returns ExtractionResult."""
     from srpl_cli.embeddings import EmbeddingCache, extract_embeddings
+    from srpl_cli.executors import current_executor
 
     cache = None
     if workspace is not None:
         workspace.ensure()
         cache = EmbeddingCache(workspace.cache_dir)
     return extract_embeddings(
-        list(paths), backbone, cache=cache, progress=progress, min_speech_s=min_speech_s
+        list(paths),
+        backbone,
+        cache=cache,
+        progress=progress,
+        min_speech_s=min_speech_s,
+        executor=current_executor(),  # --engine: set by the command with executors.use_executor
     )
 
 
@@ -519,17 +527,16 @@ def identify(
             for w in q.warnings:
                 if "outside [-1, 1]" in w:  # the clip was changed before scoring: say so
                     log.warning("%s: %s", p, w)
-        S = backend.decision_function(res.embeddings)
-        for p, row in zip(res.paths_ok, S, strict=True):
-            order = np.argsort(-row)
-            best = int(order[0])
-            score = float(row[best])
+        # only the best speakers of each clip are ranked and kept: never clips x enrolled speakers
+        idx, val = backend.top_k(res.embeddings, max(top_k, SCORES_SHOWN))
+        for p, cols, row in zip(res.paths_ok, idx.tolist(), val.tolist(), strict=True):
+            score = row[0]
             by_path[str(p)] = Identification(
                 path=str(p),
-                speaker=names[best] if score >= thr else None,
+                speaker=names[cols[0]] if score >= thr else None,
                 score=score,
-                scores={n: float(v) for n, v in zip(names, row, strict=True)},
-                top=[(names[i], float(row[i])) for i in order[: max(1, top_k)]],
+                scores={names[i]: v for i, v in zip(cols, row, strict=True)},
+                top=[(names[i], v) for i, v in zip(cols[: max(1, top_k)], row, strict=False)],
             )
     for p, reason in (res.problems if res is not None else []) + empty_dirs:
         by_path[str(p)] = Identification(str(p), None, None, {}, [], error=reason)

@@ -29,4 +29,10 @@ def backbone_class(name: str) -> type[Backbone]:
 
 def get_backbone(name: str, **kwargs: Any) -> Backbone:
     """Load backbone ``name`` (see ``Backbone.load`` for the keyword arguments)."""
-    return backbone_class(name).load(**kwargs)
+    backbone = backbone_class(name).load(**kwargs)
+    # how to load the same model elsewhere (Ray workers: srpl_cli.executors)
+    backbone.load_spec = {
+        "name": name,
+        **{k: str(v) if k == "source" and v is not None else v for k, v in kwargs.items()},
+    }
+    return backbone

@@ -67,3 +67,28 @@ AllowMissingOpt = Annotated[
         help="Go on when a speaker folder yields no usable clip (unreadable, unsupported files) instead of failing.",
     ),
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where clips are embedded: local (this process) or ray (Ray Data; pip install 'srpl-cli\\[ray]').",
+        envvar="SRPL_ENGINE",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS, else a local Ray for this run).",
+        envvar="RAY_ADDRESS",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Backbone workers with --engine ray (default: one per GPU, else one per CPU).",
+        show_default=False,
+    ),
+]

@@ -11,10 +11,13 @@ from srpl_cli.cli._options import (
     AllowMissingOpt,
     BackboneOpt,
     BackboneSourceOpt,
+    EngineOpt,
     EnrollDirArg,
     JsonOpt,
     MinSpeechOpt,
     QuietOpt,
+    RayAddressOpt,
+    WorkersOpt,
     WorkspaceOpt,
 )
 
@@ -25,6 +28,7 @@ Prints each speaker's usable clips and quality warnings (short, clipped, quiet, 
 [b]Example[/b]
 
   srpl enroll ./family --shots 5 --backbone dvector
+  srpl enroll ./corpus --engine ray --ray-address auto     (embed on a Ray cluster)
 """
 
 
@@ -41,15 +45,20 @@ def enroll(
     backbone_path: BackboneSourceOpt = None,
     min_speech: MinSpeechOpt = 0.5,
     allow_missing: AllowMissingOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     from srpl_cli import pipeline
     from srpl_cli.cli._output import print_json, progress_bar
+    from srpl_cli.executors import make_executor, use_executor
     from srpl_cli.workspace import Workspace
 
-    with progress_bar("embedding clips", quiet or json_) as progress:
+    executor = make_executor(engine, ray_address, workers)
+    with use_executor(executor), progress_bar("embedding clips", quiet or json_) as progress:
         report, _, _ = pipeline.enroll(
             enroll_dir,
             Workspace(workspace),

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from srpl_cli.backbones import DEFAULT_BACKBONE
-from srpl_cli.cli._options import BackboneOpt, BackboneSourceOpt, JsonOpt, QuietOpt, SeedOpt, WorkspaceOpt
+from srpl_cli.cli._options import (
+    BackboneOpt,
+    BackboneSourceOpt,
+    EngineOpt,
+    JsonOpt,
+    QuietOpt,
+    RayAddressOpt,
+    SeedOpt,
+    WorkersOpt,
+    WorkspaceOpt,
+)
 
 HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding or audio data.
 
@@ -113,6 +123,9 @@ def evaluate(
     ] = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -149,53 +162,57 @@ def evaluate(
         raise UsageError("--unlabeled-share must be between 0 and 1 (exclusive)")
     if unlabeled_share is not None and not folds and embedding_data:
         raise UsageError("--unlabeled-share splits the test clips of each fold: give --folds")
-    if checkpoint is not None and (folds or method):
-        raise UsageError("--checkpoint scores a fixed model: it does not combine with --folds or --method")
-    with progress_bar("embedding clips", quiet or json_) as progress:
-        if embedding_data:
-            if unknown_dir is not None or enroll_glob is not None:  # would be silently ignored
-                raise UsageError(
-                    "--unknown-dir and --enroll-glob apply to audio folders, not embedding datasets"
-                )
-            edata = ev.load_embedding_data(root, cs_my and checkpoint is None)
-        else:
-            if checkpoint is not None:
-                raise UsageError("--checkpoint works on embedding datasets (emb_test/)")
-            ws.ensure()
-            edata, bb = ev.load_audio_data(
-                root, backbone, ws, backbone_path, unknown_dir, enroll_glob, progress
-            )
-            if cs_my:
-                edata.augment = ev.synthetic_augment(edata, bb, ws, seed)
-            folds = folds or 10
-        if cohort is not None:
-            if checkpoint is not None:
-                raise UsageError("--cohort is for fitting methods; --checkpoint scores a fixed model")
-            edata.cohort = ev.load_cohort(
-                cohort, embedding_data, None if embedding_data else bb, ws, progress
-            )
-        if unlabeled:
-            edata.pool = np.concatenate(
-                [
-                    ev.load_cohort(
-                        d, embedding_data, None if embedding_data else bb, ws, progress, "--unlabeled"
+    if embedding_data and engine != "local":
+        raise UsageError("--engine applies to audio folders; an embedding dataset has nothing to embed")
+    from srpl_cli.executors import make_executor, use_executor
+
+    # the whole run: with --cs-my each fold's synthetic clips are embedded while the folds are fitted
+    with use_executor(make_executor(engine, ray_address, workers)):
+        with progress_bar("embedding clips", quiet or json_) as progress:
+            if embedding_data:
+                if unknown_dir is not None or enroll_glob is not None:  # would be silently ignored
+                    raise UsageError(
+                        "--unknown-dir and --enroll-glob apply to audio folders, not embedding datasets"
                     )
-                    for d in unlabeled
-                ]
-            )
-    keep = plot is not None
-    with progress_bar("fitting", quiet or json_) as progress:
-        if checkpoint is not None:
-            report = ev.run_checkpoint(edata, checkpoint, known, keep)
-        elif folds:
-            has_pool = unlabeled_share is not None or edata.pool is not None
-            methods = ev.parse_methods(method, folds=True, pool=has_pool)
-            report = ev.run_folds(
-                edata, methods, folds, known, shots or 5, seed, calibrate, keep, progress, unlabeled_share
-            )
-        else:
-            methods = ev.parse_methods(method, folds=False, pool=edata.pool is not None)
-            report = ev.run_fixed_split(edata, methods, known, shots, seed, calibrate, keep)
+                edata = ev.load_embedding_data(root, cs_my and checkpoint is None)
+            else:
+                if checkpoint is not None:
+                    raise UsageError("--checkpoint works on embedding datasets (emb_test/)")
+                ws.ensure()
+                edata, bb = ev.load_audio_data(
+                    root, backbone, ws, backbone_path, unknown_dir, enroll_glob, progress
+                )
+                if cs_my:
+                    edata.augment = ev.synthetic_augment(edata, bb, ws, seed)
+                folds = folds or 10
+            if cohort is not None:
+                if checkpoint is not None:
+                    raise UsageError("--cohort is for fitting methods; --checkpoint scores a fixed model")
+                edata.cohort = ev.load_cohort(
+                    cohort, embedding_data, None if embedding_data else bb, ws, progress
+                )
+            if unlabeled:
+                edata.pool = np.concatenate(
+                    [
+                        ev.load_cohort(
+                            d, embedding_data, None if embedding_data else bb, ws, progress, "--unlabeled"
+                        )
+                        for d in unlabeled
+                    ]
+                )
+        keep = plot is not None
+        with progress_bar("fitting", quiet or json_) as progress:
+            if checkpoint is not None:
+                report = ev.run_checkpoint(edata, checkpoint, known, keep)
+            elif folds:
+                has_pool = unlabeled_share is not None or edata.pool is not None
+                methods = ev.parse_methods(method, folds=True, pool=has_pool)
+                report = ev.run_folds(
+                    edata, methods, folds, known, shots or 5, seed, calibrate, keep, progress, unlabeled_share
+                )
+            else:
+                methods = ev.parse_methods(method, folds=False, pool=edata.pool is not None)
+                report = ev.run_fixed_split(edata, methods, known, shots, seed, calibrate, keep)
     if plot is not None:
         _plot(report, plot)
     if json_:

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneSourceOpt, JsonOpt, QuietOpt, WorkspaceOpt, finite_number
+from srpl_cli.cli._options import (
+    BackboneSourceOpt,
+    EngineOpt,
+    JsonOpt,
+    QuietOpt,
+    RayAddressOpt,
+    WorkersOpt,
+    WorkspaceOpt,
+    finite_number,
+)
 
 HELP = """Say who speaks in each clip (files or folders), or `unknown`.
 
@@ -38,6 +47,9 @@ def identify(
         ),
     ] = False,
     backbone_path: BackboneSourceOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -49,7 +61,13 @@ def identify(
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
-    with progress_bar("embedding clips", quiet or json_ or len(clips) < 2) as progress:
+    from srpl_cli.executors import make_executor, use_executor
+
+    executor = make_executor(engine, ray_address, workers)
+    with (
+        use_executor(executor),
+        progress_bar("embedding clips", quiet or json_ or len(clips) < 2) as progress,
+    ):
         results = pipeline.identify(
             clips, Workspace(workspace), model, top_k, backbone_path, threshold, progress
         )

@@ -12,11 +12,14 @@ from srpl_cli.cli._options import (
     AllowMissingOpt,
     BackboneOpt,
     BackboneSourceOpt,
+    EngineOpt,
     EnrollDirArg,
     JsonOpt,
     MinSpeechOpt,
     QuietOpt,
+    RayAddressOpt,
     SeedOpt,
+    WorkersOpt,
     WorkspaceOpt,
 )
 
@@ -85,6 +88,9 @@ def tune(
     seed: SeedOpt = 0,
     min_speech: MinSpeechOpt = 0.5,
     allow_missing: AllowMissingOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -97,7 +103,10 @@ def tune(
 
     if target_far is not None and not 0.0 < target_far < 1.0:
         raise UsageError("--target-far must be between 0 and 1")
-    with progress_bar("embedding clips", quiet or json_) as progress:
+    from srpl_cli.executors import make_executor, use_executor
+
+    executor = make_executor(engine, ray_address, workers)
+    with use_executor(executor), progress_bar("embedding clips", quiet or json_) as progress:
         report = pipeline.tune(
             enroll_dir,
             Workspace(workspace),
