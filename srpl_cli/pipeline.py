@@ -27,6 +27,8 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
+
+
 # ---------------------------------------------------------------- results
 @dataclass
 class ClipIssue:

@@ -53,10 +53,13 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _register() -> None:
-    from srpl_cli.cli import download, enroll, evaluate, identify, synthesize, tune
+    from srpl_cli.cli import download, enroll, evaluate, identify, info, models, speakers, synthesize, tune
 
-    for module in (download, synthesize, enroll, tune, identify, evaluate):
+    for module in (download, synthesize, enroll, tune, identify, evaluate, speakers, models, info):
         module.register(app)
+    from srpl_cli.cli._help import polish
+
+    polish(app)
 
 
 _register()
