@@ -116,6 +116,12 @@ class ModelDetails:
 
 
 # ---------------------------------------------------------------- reading
+def _current(workspace: Workspace, model_name: str, version: str | None = None) -> ModelVersion:
+    from srpl_cli.pipeline import current_model
+
+    return current_model(workspace, model_name, version)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -136,7 +142,7 @@ def _model_state(mv: ModelVersion) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def list_speakers(workspace: Workspace, model_name: str = DEFAULT_MODEL) -> SpeakerList:
     """The people the model in use knows, with their clip count and whether a profile is stored."""
-    mv = workspace.current_model(model_name)
+    mv = _current(workspace, model_name)
     meta, tune = _model_state(mv)
     profiles = workspace.load_profiles(tune["backbone"])
     clips = tune.get("clips") or {}
@@ -214,7 +220,7 @@ def show_model(
     workspace: Workspace, model_name: str = DEFAULT_MODEL, version: str | None = None
 ) -> ModelDetails:
     """Everything about one version (default: the one in use): backend, parameters, threshold, tune.json."""
-    mv = workspace.current_model(model_name, version)
+    mv = _current(workspace, model_name, version)
     meta, tune = _model_state(mv)
     return ModelDetails(
         model_name,
@@ -239,7 +245,7 @@ def remove_model_version(workspace: Workspace, version: str, model_name: str = D
     """Delete one version that is not in use. It is moved into tmp/ first (one atomic rename), so a kill
     mid-delete never leaves a half version under models/."""
     with workspace.lock():
-        mv = workspace.current_model(model_name, version)
+        mv = _current(workspace, model_name, version)
         if version == _current_version(workspace, model_name):
             others = [v for v in workspace.model_versions(model_name) if v != version]
             hint = (
@@ -283,7 +289,7 @@ def add_speaker(
     check_name(name, "speaker name")
     if shots is not None and shots < 1:
         raise UsageError("--shots must be at least 1")
-    mv = workspace.current_model(model_name)
+    mv = _current(workspace, model_name)
     _, tune = _model_state(mv)
     shots = shots if shots is not None else tune.get("shots")
     paths = sorted(collect_audio(list(clips)), key=lambda p: str(p))
@@ -370,7 +376,7 @@ def rename_speaker(
 
 def _locked_state(workspace: Workspace, model_name: str) -> tuple[ModelVersion, dict, dict]:
     """Read the version in use again under the lock: a tune that finished meanwhile is not lost."""
-    mv = workspace.current_model(model_name)
+    mv = _current(workspace, model_name)
     meta, tune = _model_state(mv)
     return mv, meta, tune
 
@@ -386,7 +392,7 @@ def _forget_profile(workspace: Workspace, backbone: str, name: str) -> None:
     """Delete a profile no current model version uses any more."""
     for other in model_names(workspace):
         try:
-            mv = workspace.current_model(other)
+            mv = _current(workspace, other)
             meta, tune = _model_state(mv)
         except (StateError, DataError):
             continue

@@ -71,8 +71,11 @@ def few_shot_folds(
     if n_known < 2:
         raise DataError("need at least 2 known speakers per fold")
     if len(eligible) < n_known:
+        max_clips = max(int((y == s).sum()) for s in pool) if len(pool) else 0
         raise DataError(
-            f"only {len(eligible)} speakers have more than {n_shots} clips; cannot pick {n_known} known speakers"
+            f"only {len(eligible)} speakers have more than {n_shots} clips; cannot pick {n_known} known speakers",
+            hint=f"a known speaker needs --shots clips to enroll and one more to test: lower --shots "
+            f"(at most {max(0, max_clips - 1)} here) or --known",
         )
     rng = np.random.default_rng(seed)
     folds = []
@@ -119,6 +122,8 @@ class MethodResult:
     known_scores: np.ndarray | None = None
     unknown_scores: np.ndarray | None = None
     curve: tuple[np.ndarray, np.ndarray] | None = None
+    #: the accept threshold the fitted model used (calibrated, or the backend's own); None: none set
+    threshold: float | None = None
 
 
 @dataclass
@@ -205,6 +210,7 @@ def score_method(
         result.unknown_scores = unknown_logits.max(1)
         fpr, ccr, _ = oscr_curve(known_logits, labels, unknown_logits)
         result.curve = (fpr, ccr)
+        result.threshold = thr if np.isfinite(thr) else None
     return result
 
 
