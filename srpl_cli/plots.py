@@ -143,7 +143,7 @@ def plot_score_histograms(
     ax.set_xlabel("score (higher = more likely a known speaker)")
     ax.set_ylabel("density")
     ax.set_title(title or "Known and unknown scores")
-    ax.legend()
+    ax.legend(loc="best", fontsize="small", framealpha=0.8)
     return _save_png(fig, path)
 
 
@@ -196,11 +196,19 @@ def plot_oscr_folds(
                 for c in curves:
                     ax.plot(_FPR_GRID, c, color=color, linewidth=0.5, alpha=0.25)
                 ax.fill_between(_FPR_GRID, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
-            ax.plot(_FPR_GRID, mean, color=color, linestyle=style, linewidth=1.8, label=label)
+            # widths shrink with the method's index: a curve drawn over another leaves its edges showing
+            width = max(1.0, 2.6 - 0.6 * k)
+            ax.plot(_FPR_GRID, mean, color=color, linestyle=style, linewidth=width, label=label)
+    # the log panel zooms in on the CCR range the curves span (methods at the ceiling stay apart)
+    visible = _FPR_GRID >= 1e-3
+    low = min(float((c.mean(0) - c.std(0))[visible].min()) for c in resampled.values())
     for ax, scale in zip(axes, ("linear", "log"), strict=True):
         ax.set_xscale(scale)
         ax.set_xlim((0.0, 1.0) if scale == "linear" else (1e-3, 1.0))
-        ax.set_ylim(0.0, 1.02)
+        ax.set_ylim(
+            0.0 if scale == "linear" else max(0.0, low - 0.05 * (1.0 - low) - 0.005),
+            1.02 if scale == "linear" else 1.0 + 0.03 * (1.0 - max(0.0, low)) + 0.002,
+        )
         ax.set_xlabel("false positive rate (unknown accepted)" + (", log scale" if scale == "log" else ""))
         ax.grid(True, alpha=0.3, which="both" if scale == "log" else "major")
     axes[0].set_ylabel("correct classification rate (known)")
@@ -250,20 +258,23 @@ def plot_det_curves(
     ax = fig.add_subplot()
     for k, (m, (far, frr)) in enumerate(pooled.items()):
         color, style = f"C{k % 10}", _STYLES[k % len(_STYLES)]
-        ax.plot(_probit(far), _probit(frr), color=color, linestyle=style, linewidth=1.6, label=m)
-        pts = np.asarray((operating or {}).get(m, []), float).reshape(-1, 2)
+        width = max(1.0, 2.4 - 0.5 * k)  # as in the OSCR plot: overlapping curves keep visible edges
+        ax.plot(_probit(far), _probit(frr), color=color, linestyle=style, linewidth=width, label=m)
+        # a rate of 0 (no false reject in a fold) sits on the axis edge, not off the plot
+        raw = np.asarray((operating or {}).get(m, []), float).reshape(-1, 2)
+        pts = np.clip(raw, 6e-4, 0.97)
         if len(pts):
             ax.scatter(_probit(pts[:, 0]), _probit(pts[:, 1]), color=color, marker="o", s=14, alpha=0.6)
             ax.scatter(
-                _probit(pts[:, 0].mean(keepdims=True)),
-                _probit(pts[:, 1].mean(keepdims=True)),
+                _probit(np.clip(raw[:, 0].mean(keepdims=True), 6e-4, 0.97)),
+                _probit(np.clip(raw[:, 1].mean(keepdims=True), 6e-4, 0.97)),
                 color=color,
                 marker="X",
                 s=70,
                 edgecolor="black",
                 linewidth=0.6,
-                label=f"{m}: calibrated threshold (FAR {100 * pts[:, 0].mean():.1f}%, "
-                f"FRR {100 * pts[:, 1].mean():.1f}%)",
+                label=f"{m}: calibrated threshold (FAR {100 * raw[:, 0].mean():.1f}%, "
+                f"FRR {100 * raw[:, 1].mean():.1f}%)",
             )
     ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
     labels = [f"{100 * t:g}%" for t in ticks]

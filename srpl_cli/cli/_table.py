@@ -18,6 +18,8 @@ class Column:
     #: lower is more important; the highest numbers go first when space runs out (0: never dropped)
     priority: int = 0
     justify: str = "right"
+    #: columns of one group (FAR and FRR of one threshold) are shown or left out together
+    group: str | None = None
 
 
 def fitted_table(
@@ -56,11 +58,15 @@ def fitted_table(
         table.caption = None  # a caption wraps; only the cells must fit
         return Measurement.get(probe, probe.options, table).maximum <= width
 
-    by_drop_order = sorted(
-        (i for i in keep if columns[i].priority > 0), key=lambda i: (-columns[i].priority, -i)
-    )
-    for i in by_drop_order:
-        if fits(keep):
-            break
-        keep.remove(i)
+    # most important first; a column (or group) that does not fit is skipped, a later smaller one may fit
+    keep = [i for i in keep if columns[i].priority <= 0]
+    for i in sorted(range(len(columns)), key=lambda i: (columns[i].priority, i)):
+        if i in keep:
+            continue
+        g = columns[i].group
+        candidate = sorted(
+            {*keep, i, *(j for j in range(len(columns)) if g is not None and columns[j].group == g)}
+        )
+        if fits(candidate):
+            keep = candidate
     return build(keep)

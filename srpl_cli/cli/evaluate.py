@@ -211,7 +211,10 @@ def _render(report) -> None:
         # (metric key, label, priority): at 80 columns the lowest priorities make way (named in the caption)
         fold_cols = [("oscr", "OSCR", 1), ("acc", "ACC", 2), ("auroc", "AUROC", 4), ("eer", "EER", 6)]
         fold_cols += [("far", "FAR", 3), ("frr", "FRR", 3)]
-        columns = [Column("method", 0, "left")] + [Column(label, prio) for _, label, prio in fold_cols]
+        columns = [Column("method", 0, "left")] + [
+            Column(label, prio, group="threshold" if key in ("far", "frr") else None)
+            for key, label, prio in fold_cols
+        ]
         columns += [Column("ΔOSCR (wins)", 1), Column("ΔACC", 5)]
         summary = report.summary()
         rows = []
