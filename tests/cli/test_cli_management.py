@@ -190,7 +190,8 @@ def test_evaluate_table_fits_80_columns_and_says_what_it_leaves_out(tmp_path):
     assert max(map(len, lines)) <= 80 and "…" not in narrow.stdout
     flat = " ".join(narrow.stdout.split())  # the caption wraps
     assert "OSCR" in flat and "ΔOSCR" in flat and "not shown at 80 columns: " in flat
-    assert ("FAR" in flat) == ("FRR" in flat.split("not shown")[0])  # a threshold's two rates go together
+    shown = flat.split("not shown")[0]
+    assert ("FAR" in shown) == ("FRR" in shown)  # a threshold's two rates go together
     assert re.search(r"\+?-?\d+\.\d±\d+\.\d \(\d/4\)", narrow.stdout)  # the paired difference, whole
     wide = srpl(*args, columns=200)
     for label in ("ACC", "AUROC", "OSCR", "EER", "FAR", "FRR", "ΔACC"):
