@@ -18,6 +18,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,6 @@ def list_models(workspace: Workspace) -> list[ModelEntry]:
                 meta, tune = {}, {}
             created = None
             try:
-                from datetime import datetime, timezone
-
                 created = datetime.fromtimestamp(
                     (path / "meta.json").stat().st_mtime, timezone.utc
                 ).isoformat(timespec="seconds")
