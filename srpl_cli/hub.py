@@ -41,6 +41,18 @@ def snapshot_dataset_repo(repo_id: str, local_dir: Path, local_files_only: bool 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    have_copy = local_dir.is_dir() and any(local_dir.iterdir())
+    if not (local_files_only or offline() or have_copy):
+        # a quick TCP probe names the real problem (no network) instead of the hub client's error chain
+        from srpl_cli.backbones._hub import hub_endpoint, probe
+
+        reason = probe(hub_endpoint("huggingface"))
+        if reason is not None:
+            raise ModelUnavailableError(
+                f"cannot download dataset repo {repo_id}: the network is unreachable ({reason})",
+                hint="connect to the network and run srpl download --dataset again; "
+                "meanwhile `srpl evaluate --data DIR` works on your own audio folders",
+            )
     try:
         path = snapshot_download(
             repo_id=repo_id,
@@ -61,8 +73,12 @@ def snapshot_dataset_repo(repo_id: str, local_dir: Path, local_files_only: bool 
 
 
 def _short(exc: Exception) -> str:
+    """First line of a hub error, without the client's "Got: <ExceptionName>:" wrapping."""
+    import re
+
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    line = re.sub(r"^(Got: )?\w+(Error|Exception): ", "", text[0]) if text else type(exc).__name__
+    return line[:200]
 
 
 def unpack_archives(root: Path) -> list[Path]:

@@ -473,6 +473,18 @@ def learn(
 
 
 # ---------------------------------------------------------------- identify
+def current_model(ws: Workspace, model_name: str = DEFAULT_MODEL, version: str | None = None) -> Any:
+    """``ws.current_model``, whose "nothing tuned" hint names a backbone that works here and now."""
+    from srpl_cli.backbones import tune_hint
+
+    try:
+        return ws.current_model(model_name, version)
+    except StateError as exc:
+        if exc.hint and exc.hint.startswith("run: srpl tune"):
+            exc.hint = tune_hint()
+        raise
+
+
 def load_model(
     workspace: Workspace | None = None, model_name: str = DEFAULT_MODEL, version: str | None = None
 ):
@@ -480,7 +492,7 @@ def load_model(
     from srpl_cli.backends import load_backend
 
     ws = workspace or Workspace()
-    mv = ws.current_model(model_name, version)
+    mv = current_model(ws, model_name, version)
     try:
         info = mv.tune_info
     except (OSError, ValueError):

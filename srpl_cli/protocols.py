@@ -103,8 +103,11 @@ def few_shot_folds(
     if n_known < 2:
         raise DataError("need at least 2 known speakers per fold")
     if len(eligible) < n_known:
+        max_clips = max(int((y == s).sum()) for s in pool) if len(pool) else 0
         raise DataError(
-            f"only {len(eligible)} speakers have more than {n_shots} clips; cannot pick {n_known} known speakers"
+            f"only {len(eligible)} speakers have more than {n_shots} clips; cannot pick {n_known} known speakers",
+            hint=f"a known speaker needs --shots clips to enroll and one more to test: lower --shots "
+            f"(at most {max(0, max_clips - 1)} here) or --known",
         )
     rng = np.random.default_rng(seed)
     folds = []
@@ -151,8 +154,8 @@ class MethodResult:
     known_scores: np.ndarray | None = None
     unknown_scores: np.ndarray | None = None
     curve: tuple[np.ndarray, np.ndarray] | None = None
-    #: the calibrated threshold the model was scored at (NaN for a thresholdless checkpoint)
-    threshold: float = float("nan")
+    #: the accept threshold the fitted model used (calibrated, or the backend's own); None: none set
+    threshold: float | None = None
 
 
 @dataclass
@@ -218,7 +221,7 @@ class FoldsReport:
                 {
                     m: {
                         **{k: v if k == "min_dcf" else 100.0 * v for k, v in r.metrics.items()},
-                        "threshold": r.threshold if np.isfinite(r.threshold) else None,
+                        "threshold": r.threshold,
                     }
                     for m, r in f.items()
                 }
@@ -252,7 +255,7 @@ def score_method(
         metrics["far"] = float((unknown_logits.max(1) >= thr).mean())
         metrics["frr"] = float((known_logits.max(1) < thr).mean())
         metrics.update(operating_point(known_logits, labels, unknown_logits, thr))
-    result = MethodResult(metrics, threshold=thr)
+    result = MethodResult(metrics, threshold=thr if np.isfinite(thr) else None)
     if keep_scores:
         result.known_scores = known_logits.max(1)
         result.unknown_scores = unknown_logits.max(1)

@@ -177,3 +177,20 @@ def test_macos_zip_debris_is_not_a_dataset(tmp_path):
     _emb_dataset(tmp_path / "__MACOSX" / "qualcomm")  # AppleDouble mirror of a zip made on macOS
     found = discover_datasets(tmp_path)
     assert list(found) == ["qualcomm"] and found["qualcomm"]["path"] == str(tmp_path / "qualcomm")
+
+
+def test_unreachable_network_says_so_in_one_line(tmp_path, monkeypatch):
+    """No offline flag, but no network: the error names the network, not the hub client's error chain."""
+    import socket
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("SRPL_OFFLINE")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(ModelUnavailableError) as info:
+        snapshot_dataset_repo("zhiyongchen/speakerRPL_dataset", tmp_path / "dl")
+    msg = str(info.value)
+    assert "the network is unreachable (cannot reach 127.0.0.1" in msg and "\n" not in msg
+    assert "Got:" not in msg and "ConnectError" not in msg

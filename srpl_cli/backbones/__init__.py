@@ -36,3 +36,30 @@ def get_backbone(name: str, **kwargs: Any) -> Backbone:
         **{k: str(v) if k == "source" and v is not None else v for k, v in kwargs.items()},
     }
     return backbone
+
+
+def usable_offline(name: str) -> bool:
+    """Whether backbone ``name`` loads now without the network (cheap: looks at files, loads nothing)."""
+    from srpl_cli.backbones import _hub
+
+    if name == "dvector":
+        from srpl_cli.backbones.dvector import packaged_weights
+
+        return packaged_weights() is not None
+    model = _hub.hub_model(name)
+    if model.hub == "modelscope":  # the direct look-up only: importing the ModelScope SDK takes seconds
+        return any(
+            d.is_dir() and not _hub.missing_files(d, model) for d in _hub.modelscope_cache_candidates(model)
+        )
+    return _hub.cached_model_dir(name) is not None
+
+
+def tune_hint(shots: int = 5) -> str:
+    """The `srpl tune` command to suggest: naming ``--backbone dvector`` when the default backbone is not
+    cached, so an offline user is not sent straight into a download error."""
+    hint = f"run: srpl tune ENROLL_DIR --shots {shots}"
+    try:
+        ready = usable_offline(DEFAULT_BACKBONE)
+    except Exception:  # noqa: BLE001 - a hint must never fail
+        ready = False
+    return hint if ready else hint + " --backbone dvector"

@@ -134,6 +134,14 @@ def unavailable(name: str, reason: str) -> ModelUnavailableError:
     )
 
 
+def _not_downloadable(name: str, why: str, then: str) -> ModelUnavailableError:
+    """Download impossible: say why first, then what works offline, then how to get the model later."""
+    return ModelUnavailableError(
+        f"cannot download model '{name}': {why} and no copy is cached; offline, `--backbone dvector` works "
+        f"(its weights ship with srpl); {then} `srpl download --model {name}`"
+    )
+
+
 def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Open a TCP connection to ``url``'s host; ``None`` when reachable, else the reason.
 
@@ -268,13 +276,13 @@ def download_model(name: str, progress: Progress | None = None) -> Path:
         if cached is not None:
             return cached
         flag = "SRPL_OFFLINE" if _flag("SRPL_OFFLINE") else "HF_HUB_OFFLINE"
-        raise unavailable(name, f"offline mode is on ({flag}=1) and it is not cached")
+        raise _not_downloadable(name, f"offline mode is on ({flag}=1)", f"unset {flag} and run")
     reason = probe(hub_endpoint(model.hub))
     if reason is not None:
         cached = cached_model_dir(name)
         if cached is not None:
             return cached
-        raise unavailable(name, f"{reason}; nothing cached")
+        raise _not_downloadable(name, f"the network is unreachable ({reason})", "once online, run")
     try:
         folder = _snapshot(model, local_files_only=False, progress=progress)
     except Exception as exc:  # noqa: BLE001 - every hub failure becomes one line

@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,
 )
 
 
@@ -53,10 +53,24 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _register() -> None:
-    from srpl_cli.cli import download, enroll, evaluate, export, identify, synthesize, tune
+    from srpl_cli.cli import (
+        download,
+        enroll,
+        evaluate,
+        export,
+        identify,
+        info,
+        models,
+        speakers,
+        synthesize,
+        tune,
+    )
 
-    for module in (download, synthesize, enroll, tune, identify, evaluate, export):
+    for module in (download, synthesize, enroll, tune, identify, evaluate, export, speakers, models, info):
         module.register(app)
+    from srpl_cli.cli._help import polish
+
+    polish(app)
 
 
 _register()

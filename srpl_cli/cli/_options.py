@@ -31,7 +31,10 @@ BackboneSourceOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bars or status lines (warnings and errors still show)."),
+]
 EnrollDirArg = Annotated[
     Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
 ]

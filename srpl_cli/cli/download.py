@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import JsonOpt, WorkspaceOpt
+from srpl_cli.cli._options import JsonOpt, QuietOpt, WorkspaceOpt
 
 HELP = """Download speaker models or the SpeakerRPL authors' embedding datasets and checkpoints.
 
@@ -36,6 +36,7 @@ def download(
     ] = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     from srpl_cli.cli._output import err, out, print_json
     from srpl_cli.errors import UsageError
@@ -53,7 +54,8 @@ def download(
         names = ["eres2netv2", "wavlm", "speecht5"] if model == "all" else [model]
         result["models"] = {}
         for name in names:
-            err.print(f"downloading {name} ...", highlight=False)
+            if not quiet:
+                err.print(f"downloading {name} ...", highlight=False)
             if name == "speecht5":  # the zero-shot TTS engine of `srpl synthesize --engine tts`
                 from srpl_cli.synthesis.tts import download_tts_models
 
@@ -66,7 +68,8 @@ def download(
         from srpl_cli.hub import download_datasets
         from srpl_cli.workspace import Workspace
 
-        err.print("downloading the SpeakerRPL datasets ...", highlight=False)
+        if not quiet:
+            err.print("downloading the SpeakerRPL datasets ...", highlight=False)
         found = download_datasets(dataset, Workspace(workspace))
         result["datasets"] = found
         if not json_:

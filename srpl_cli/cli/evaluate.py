@@ -24,12 +24,18 @@ HELP = """Measure open-set accuracy (ACC, AUROC, OSCR, EER, minDCF) on embedding
 
 [b]Examples[/b]
 
-  srpl evaluate --data ./qspeech-wavlm --checkpoint ./qspeech-wavlm/reference-checkpoint --json
-  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --method cosine,srpl
-  srpl evaluate --data ./emodb --backbone dvector --folds 10 --known 5 --shots 5 --enroll-glob '?????N?.flac'
-  srpl evaluate --data ./emodb --backbone dvector --folds 10 --method as-norm,anchored-cosine --cohort ./others
-  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 --unlabeled-share 0.5
+  srpl evaluate --data ./family --backbone dvector --shots 3 --unknown-dir ./others
+  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 \\
+      --unlabeled-share 0.5
   srpl evaluate --dataset NAME --cs-my
+  srpl evaluate --data ./qspeech-wavlm --folds 10 --known 0-4 --shots 5 \\
+      --method cosine,srpl
+  srpl evaluate --data ./qspeech-wavlm --json \\
+      --checkpoint ./qspeech-wavlm/reference-checkpoint
+  srpl evaluate --data ./emodb --backbone dvector --known 5 --shots 5 \\
+      --enroll-glob '?????N?.flac'
+  srpl evaluate --data ./emodb --backbone dvector --cohort ./others \\
+      --method as-norm,anchored-cosine
 """
 
 
@@ -71,12 +77,26 @@ def evaluate(
         str | None,
         typer.Option(
             "--known",
-            help="Known speakers: ids (0-4, 0,2,7) or audio folder names (alice,bob); with --folds, a count drawn per fold.",
+            help="Known speakers: ids (0-4, 0,2,7) or audio folder names (alice,bob); with --folds, a count "
+            "drawn per fold (default: half the speakers, at least 2; fixed split: the speakers of emb_train/).",
         ),
     ] = None,
-    shots: Annotated[int | None, typer.Option("--shots", help="Enrollment clips per known speaker.")] = None,
+    shots: Annotated[
+        int | None,
+        typer.Option(
+            "--shots",
+            help="Enrollment clips per known speaker (default: 5 with folds; fixed split: all of emb_train/). "
+            "Each known speaker needs one clip more, to test.",
+            show_default=False,
+        ),
+    ] = None,
     folds: Annotated[
-        int | None, typer.Option("--folds", help="Random few-shot splits (paired against cosine).")
+        int | None,
+        typer.Option(
+            "--folds",
+            help="Random few-shot splits, paired against cosine (default: 10 for audio folders; embedding "
+            "data: the fixed emb_train/ -> emb_test/ split).",
+        ),
     ] = None,
     seed: SeedOpt = 0,
     unknown_dir: Annotated[
@@ -119,7 +139,11 @@ def evaluate(
         ),
     ] = True,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write OSCR curve and score histogram PNGs here.")
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Write PNGs here: OSCR and DET curves of all folds, score histograms with the threshold.",
+        ),
     ] = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
@@ -223,81 +247,72 @@ def evaluate(
 
 def _plot(report, plot_dir: Path) -> None:
     from srpl_cli.cli._output import info
-    from srpl_cli.plots import plot_oscr_curves, plot_score_histograms
+    from srpl_cli.plots import plot_evaluation
     from srpl_cli.protocols import FoldsReport
 
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    results = report.folds[0] if isinstance(report, FoldsReport) else report.methods
-    curves = {
-        m: {"fpr": r.curve[0], "ccr": r.curve[1], "oscr": r.metrics["oscr"]} for m, r in results.items()
-    }
-    written = [plot_oscr_curves(curves, plot_dir / "oscr_curve.png")]
-    for m, r in results.items():
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in m)
-        written.append(
-            plot_score_histograms(r.known_scores, r.unknown_scores, plot_dir / f"scores_{safe}.png", title=m)
-        )
+    folds = report.folds if isinstance(report, FoldsReport) else [report.methods]
+    written = plot_evaluation(folds, plot_dir)
     info("plots: " + ", ".join(str(p) for p in written))
 
 
 def _render(report) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     from srpl_cli.cli._output import out
+    from srpl_cli.cli._table import Column, fitted_table
     from srpl_cli.protocols import FoldsReport
 
-    cols = [
-        ("acc", "ACC"),
-        ("auroc", "AUROC"),
-        ("oscr", "OSCR"),
-        ("oscr_legacy", "OSCR legacy"),
-        ("eer", "EER"),
-        ("min_dcf", "minDCF"),
-    ]
+    width = out.width
     if isinstance(report, FoldsReport):
         p = report.protocol
-        table = Table(
-            title=escape(
-                f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}"
-            ),
-            caption="mean±std (%); BE = balanced open-set error at the calibrated threshold, BE* at the "
-            "best one; Δ = paired difference to cosine (wins/folds); --json: all metrics",
-        )
-        fold_cols = [
-            ("acc", "ACC"),
-            ("auroc", "AUROC"),
-            ("oscr", "OSCR"),
-            ("eer", "EER"),
-            ("far", "FAR"),
-            ("frr", "FRR"),
-            ("balanced_error", "BE"),
-            ("balanced_error_oracle", "BE*"),
+        # (metric key, label, priority): at 80 columns the lowest priorities make way (named in the caption)
+        fold_cols = [("oscr", "OSCR", 1), ("acc", "ACC", 2), ("auroc", "AUROC", 4), ("eer", "EER", 6)]
+        fold_cols += [("far", "FAR", 3), ("frr", "FRR", 3)]
+        # the decision a user gets: balanced open-set error at the calibrated threshold (BE), and at the
+        # best threshold in hindsight (BE*): the gap is what calibration loses
+        fold_cols += [("balanced_error", "BE", 2), ("balanced_error_oracle", "BE*", 4)]
+        columns = [Column("method", 0, "left")] + [
+            Column(label, prio, group="threshold" if key in ("far", "frr") else None)
+            for key, label, prio in fold_cols
         ]
-        table.add_column("method", no_wrap=True)
-        for _, label in fold_cols:
-            table.add_column(label, justify="right", no_wrap=True)
-        table.add_column("ΔOSCR", justify="right", no_wrap=True)
-        table.add_column("ΔACC", justify="right", no_wrap=True)
+        columns += [Column("ΔOSCR (wins)", 1), Column("ΔACC", 5)]
         summary = report.summary()
+        rows = []
         for m in report.methods:
             s = summary[m]
-            row = [m] + [f"{s[k]['mean']:.1f}±{s[k]['std']:.1f}" if k in s else "-" for k, _ in fold_cols]
+            row = [escape(m)] + [
+                f"{s[k]['mean']:.1f}±{s[k]['std']:.1f}" if k in s else "-" for k, _, _ in fold_cols
+            ]
             d = s.get("oscr_vs_cosine")
             a = s.get("acc_vs_cosine")
             row.append(f"{d['mean']:+.1f}±{d['std']:.1f} ({d['wins']}/{d['folds']})" if d else "-")
             row.append(f"{a['mean']:+.1f}" if a else "-")
-            table.add_row(*row)
-    else:
-        table = Table(
+            rows.append(row)
+        table = fitted_table(
+            columns,
+            rows,
+            width,
             title=escape(
-                str(report.protocol.get("split") or report.protocol.get("checkpoint") or "evaluation")
-            )
+                f"{p.get('folds')} folds, known {p.get('known')}, {p.get('shots')} shots, seed {p.get('seed')}"
+            ),
+            caption="mean±std (%); BE: balanced open-set error at the calibrated threshold, BE* at the "
+            "best one; Δ: paired difference to cosine (wins/folds)",
         )
-        table.add_column("method")
-        for _, label in cols:
-            table.add_column(label, justify="right")
-        for m, r in report.methods.items():
-            vals = [f"{r.metrics[k]:.4f}" if k == "min_dcf" else f"{100 * r.metrics[k]:.3f}" for k, _ in cols]
-            table.add_row(m, *vals)
+    else:
+        cols = [
+            ("acc", "ACC", 1),
+            ("auroc", "AUROC", 2),
+            ("oscr", "OSCR", 0),
+            ("oscr_legacy", "OSCR legacy", 3),
+            ("eer", "EER", 2),
+            ("min_dcf", "minDCF", 4),
+        ]
+        columns = [Column("method", 0, "left")] + [Column(label, prio) for _, label, prio in cols]
+        rows = [
+            [escape(m)]
+            + [f"{r.metrics[k]:.4f}" if k == "min_dcf" else f"{100 * r.metrics[k]:.3f}" for k, _, _ in cols]
+            for m, r in report.methods.items()
+        ]
+        title = str(report.protocol.get("split") or report.protocol.get("checkpoint") or "evaluation")
+        table = fitted_table(columns, rows, width, title=escape(title))
     out.print(table)

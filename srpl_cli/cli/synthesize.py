@@ -45,7 +45,8 @@ def synthesize(
         int, typer.Option("--unknown-speakers", help="Pseudo-unknown voices (before selection).")
     ] = 20,
     shots: Annotated[
-        int | None, typer.Option("--shots", help="Use the first N clips per speaker as sources.")
+        int | None,
+        typer.Option("--shots", help="Use the first N clips per speaker as sources (default: all)."),
     ] = None,
     unknown_dir: Annotated[
         Path | None, typer.Option("--unknown-dir", help="Real speech of other people to add as unknowns.")
