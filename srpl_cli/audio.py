@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,22 +72,63 @@ class AudioQuality:
 
 def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read ``path`` as float32 mono at ``target_sr`` (channels are averaged, see ``downmix``; any rate is resampled)."""
-    import soundfile as sf
-
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    return _read(str(path), path, target_sr)
+
+
+class ClipTooLongError(AudioError):
+    """A clip over a duration limit (the server answers 413, not 422)."""
+
+
+def decode_audio(
+    data: bytes, label: object = "<upload>", target_sr: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode audio file bytes held in memory (what ``srpl serve`` receives) exactly as ``load_audio``
+    reads the same bytes from disk. With ``max_seconds``, a longer clip is refused from its header,
+    before its samples are decoded (a small compressed file can hold hours of audio)."""
+    if len(data) == 0:
+        raise AudioError(label, "empty file (0 bytes)")
+    if max_seconds is not None:
+        seconds = audio_duration(data, label)
+        if seconds > max_seconds:
+            raise ClipTooLongError(
+                label, f"clip too long: {seconds:.1f} s (at most {max_seconds:g} s per clip)"
+            )
+    return _read(io.BytesIO(data), label, target_sr)
+
+
+def audio_duration(data: bytes, label: object = "<upload>") -> float:
+    """Duration in seconds from the header of in-memory audio file bytes."""
+    import soundfile as sf
+
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(path, f"unreadable or corrupt audio ({reason})") from None
+        raise AudioError(label, f"unreadable or corrupt audio ({_first_line(exc)})") from None
+    return info.frames / max(1, info.samplerate)
+
+
+def _first_line(exc: BaseException) -> str:
+    """libsndfile's reason, without the repr of an in-memory buffer ("Error opening <_io.BytesIO ...>: ")."""
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"^Error opening <[^>]*>: ", "", line)
+
+
+def _read(source: str | io.BytesIO, label: object, target_sr: int) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise AudioError(label, f"unreadable or corrupt audio ({_first_line(exc)})") from None
     if data.shape[0] == 0:
-        raise AudioError(path, "empty audio (no samples)")
+        raise AudioError(label, "empty audio (no samples)")
     if not np.isfinite(data).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
+        raise AudioError(label, "audio contains NaN or infinite samples")
     wave = downmix(data) if data.shape[1] > 1 else data[:, 0]
     return resample(np.ascontiguousarray(wave, dtype=np.float32), int(sr), target_sr)
 
