@@ -53,9 +53,9 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _register() -> None:
-    from srpl_cli.cli import download, enroll, evaluate, identify, synthesize, tune
+    from srpl_cli.cli import download, enroll, evaluate, identify, serve, synthesize, tune
 
-    for module in (download, synthesize, enroll, tune, identify, evaluate):
+    for module in (download, synthesize, enroll, tune, identify, evaluate, serve):
         module.register(app)
 
 
