@@ -295,10 +295,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     def answer(
-        clips: list[tuple[str, bytes]], top_k: int, threshold: float | None
-    ) -> tuple[Identifier, list[Identification]]:
-        """In a worker thread: the model to use now, and its answers (an over-long clip raises)."""
-        identifier = holder.get()
+        identifier: Identifier, clips: list[tuple[str, bytes]], top_k: int, threshold: float | None
+    ) -> list[Identification]:
+        """Decode and score in a worker thread (an over-long clip raises: the request gets 413)."""
         waves = []
         failed: dict[int, Identification] = {}
         for i, (label, data) in enumerate(clips):
@@ -309,7 +308,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
                     raise
                 failed[i] = Identification(label, None, None, {}, [], error=exc.reason)
         scored = iter(identifier.identify_waves(waves, top_k, threshold, config.min_speech_s))
-        return identifier, [failed[i] if i in failed else next(scored) for i in range(len(clips))]
+        return [failed[i] if i in failed else next(scored) for i in range(len(clips))]
 
     identify_body = {
         "requestBody": {
@@ -347,7 +346,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         content_type = request.headers.get("content-type", "")
         multipart = content_type.lower().startswith("multipart/form-data")
         clips = split_multipart(body, content_type) if multipart else [(_label(name) or "upload", body)]
-        identifier, results = await anyio.to_thread.run_sync(answer, clips, top_k, threshold, limiter=limiter)
+        # the model first, outside the worker limit: loading a new version never queues behind embeddings
+        identifier = await anyio.to_thread.run_sync(holder.get)
+        results = await anyio.to_thread.run_sync(answer, identifier, clips, top_k, threshold, limiter=limiter)
         headers = {"X-Srpl-Model": f"{identifier.version.name}/{identifier.version.version}"}
         if not multipart:
             r = results[0]
