@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
-from srpl_cli.errors import UsageError
-from srpl_cli.server import (
+pytest.importorskip("fastapi", reason="srpl serve needs the serve extra: pip install 'srpl-cli[serve]'")
+
+from srpl_cli.errors import UsageError  # noqa: E402
+from srpl_cli.server import (  # noqa: E402
     ApiError,
     _Guard,
     _host_name,

@@ -14,13 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
 from tests.conftest import shared_path
 from tests.e2e.test_flow import identify_json, srpl, subset
+
+pytest.importorskip("fastapi", reason="srpl serve needs the serve extra: pip install 'srpl-cli[serve]'")
+httpx = pytest.importorskip("httpx")
 
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
