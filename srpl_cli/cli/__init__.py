@@ -53,10 +53,24 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _register() -> None:
-    from srpl_cli.cli import download, enroll, evaluate, identify, serve, synthesize, tune
+    from srpl_cli.cli import (
+        download,
+        enroll,
+        evaluate,
+        identify,
+        info,
+        models,
+        serve,
+        speakers,
+        synthesize,
+        tune,
+    )
 
-    for module in (download, synthesize, enroll, tune, identify, evaluate, serve):
+    for module in (download, synthesize, enroll, tune, identify, evaluate, speakers, models, info, serve):
         module.register(app)
+    from srpl_cli.cli._help import polish
+
+    polish(app)
 
 
 _register()
