@@ -93,23 +93,25 @@ def decode_audio(
     if len(data) == 0:
         raise AudioError(label, "empty file (0 bytes)")
     if max_seconds is not None:
-        seconds = audio_duration(data, label)
-        if seconds > max_seconds:
-            raise ClipTooLongError(
-                label, f"clip too long: {seconds:.1f} s (at most {max_seconds:g} s per clip)"
-            )
+        check_length(probe_audio(data, label)[0], max_seconds, label)
     return _read(io.BytesIO(data), label, target_sr)
 
 
-def audio_duration(data: bytes, label: object = "<upload>") -> float:
-    """Duration in seconds from the header of in-memory audio file bytes."""
+def probe_audio(data: bytes, label: object = "<upload>") -> tuple[float, str]:
+    """(duration in seconds, container format such as "wav") of in-memory audio file bytes, from the
+    header only."""
     import soundfile as sf
 
     try:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
         raise AudioError(label, f"unreadable or corrupt audio ({_first_line(exc)})") from None
-    return info.frames / max(1, info.samplerate)
+    return info.frames / max(1, info.samplerate), str(info.format).lower()
+
+
+def check_length(seconds: float, max_seconds: float, label: object) -> None:
+    if seconds > max_seconds:
+        raise ClipTooLongError(label, f"clip too long: {seconds:.1f} s (at most {max_seconds:g} s per clip)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -52,6 +53,28 @@ class ServeConfig:
     workers: int = 1
     min_speech_s: float = 0.5
     backbone_source: Path | None = None
+    #: POST /speakers/{name}: enroll from uploads and refit (a write: off unless asked for)
+    allow_enroll: bool = False
+
+
+#: the bodies /identify and /speakers/{name} accept, for the OpenAPI page (they are read by hand)
+_BODY_SPEC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "clip": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            },
+        },
+    }
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -310,27 +333,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         scored = iter(identifier.identify_waves(waves, top_k, threshold, config.min_speech_s))
         return [failed[i] if i in failed else next(scored) for i in range(len(clips))]
 
-    identify_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "audio/*": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "clip": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                        },
-                    }
-                },
-            },
-        }
-    }
-
     @app.post(
         "/identify",
-        openapi_extra=identify_body,
+        openapi_extra=_BODY_SPEC,
         summary="Who speaks in a clip (raw body) or in each of several (multipart)",
         response_description="raw body: one `srpl identify --json` object; multipart: a list of them",
     )
@@ -360,6 +365,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
             return error_response(422, "no usable clip to identify", results=dicts)
         return JSONResponse(dicts, headers=headers)
 
+    if config.allow_enroll:
+        add_enroll_route(app, config, holder)
+
     @app.get("/speakers", summary="The speakers the model in use knows")
     def speakers() -> dict[str, Any]:
         ident = holder.get()
@@ -382,10 +390,75 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
     return _Guard(app, config.token, check_host=is_loopback(config.host))
 
 
+def add_enroll_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -> None:
+    """POST /speakers/{name}: `srpl speakers add` (srpl_cli.management.add_speaker, its lock and refit)
+    on uploaded clips, which are written to a private directory under the workspace's tmp/ for the
+    duration of the call and always removed."""
+    from srpl_cli.audio import check_length, probe_audio
+    from srpl_cli.datasets import AUDIO_EXTENSIONS
+    from srpl_cli.management import add_speaker
+    from srpl_cli.workspace import check_name
+
+    def enroll_clips(name: str, clips: list[tuple[str, bytes]]) -> dict[str, Any]:
+        check_name(name, "speaker name")
+        backbone = holder.get().backbone
+        ws = holder.workspace.ensure()
+        with ws.building("upload") as folder:
+            folder.chmod(0o700)
+            labels = {}
+            for i, (label, data) in enumerate(clips):
+                try:  # a readable clip keeps its format's extension (the folder is read by extension)
+                    seconds, fmt = probe_audio(data, label)
+                except AudioError:
+                    seconds, fmt = 0.0, "wav"  # unreadable: add_speaker reports it with the CLI's reason
+                check_length(seconds, config.max_clip_s, label)
+                ext = f".{fmt}" if f".{fmt}" in AUDIO_EXTENSIONS else ".wav"
+                path = folder / f"clip{i + 1:04d}{ext}"
+                try:
+                    path.write_bytes(data)
+                except OSError as exc:
+                    raise WorkspaceError(
+                        f"cannot store the upload in {ws.tmp_dir}: {exc.strerror or exc}"
+                    ) from None
+                labels[str(path)] = label
+            change = add_speaker(
+                ws,
+                name,
+                [folder],
+                config.model,
+                backbone_source=config.backbone_source,
+                min_speech_s=config.min_speech_s,
+                _backbone=backbone,
+            ).to_dict()
+        change["problems"] = [{**p, "path": labels.get(p["path"], p["path"])} for p in change["problems"]]
+        return change
+
+    @app.post(
+        "/speakers/{name}",
+        status_code=201,
+        openapi_extra=_BODY_SPEC,
+        summary="Enroll (or re-enroll) a speaker from uploaded clips and make the refitted model current",
+        response_description="what `srpl speakers add --json` prints: the new version and who it knows",
+    )
+    async def enroll(request: Request, name: str) -> Any:
+        body = await read_body(
+            request.stream(), request.headers, config.max_upload_bytes, config.read_timeout_s
+        )
+        content_type = request.headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            clips = split_multipart(body, content_type)
+        else:
+            clips = [(f"{name}.audio", body)]
+        # not under the identify worker limit: identify goes on with the old version meanwhile
+        change = await anyio.to_thread.run_sync(enroll_clips, name, clips)
+        return JSONResponse(change, status_code=201)
+
+
 class _Guard:
-    """ASGI wrapper in front of every route, /docs included: the bearer token when one is set, and,
-    on a loopback binding, a loopback Host header (a web page that rebinds its DNS name to 127.0.0.1
-    must not reach the service). No CORS headers are ever added."""
+    """ASGI wrapper in front of every route, /docs included: no request from a web page of another
+    origin; the bearer token when one is set; and, on a loopback binding, a loopback Host header (a
+    web page that rebinds its DNS name to 127.0.0.1 must not reach the service). No CORS headers are
+    ever added."""
 
     def __init__(self, app: Any, token: str | None, check_host: bool) -> None:
         self.app = app
@@ -396,7 +469,12 @@ class _Guard:
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             problem = None
-            if self.check_host and not is_loopback(_host_name(headers.get(b"host", b"").decode("latin-1"))):
+            origin = headers.get(b"origin")
+            if origin is not None and not is_loopback(urlsplit(origin.decode("latin-1")).hostname or ""):
+                # a browser sends Origin with cross-site requests; without CORS it cannot read the answer,
+                # but a POST (an enrollment) would still run: refuse it before anything happens
+                problem = (403, "cross-origin requests are refused (srpl serve sends no CORS headers)")
+            elif self.check_host and not is_loopback(_host_name(headers.get(b"host", b"").decode("latin-1"))):
                 problem = (421, "this service only answers requests addressed to a loopback host")
             elif self.expected is not None and not hmac.compare_digest(
                 headers.get(b"authorization", b""), self.expected

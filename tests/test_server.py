@@ -66,6 +66,12 @@ def test_guard_checks_token_and_host():
     assert call(with_token, {"host": "hub.lan", "authorization": "Bearer s3cret"}) == 200
     assert call(with_token, {"host": "hub.lan", "authorization": "Bearer s3cre"}) == 401
     assert call(with_token, {"host": "hub.lan"}) == 401
+    # a web page of another origin is refused before anything runs, token or not (no CORS)
+    page = {"host": "127.0.0.1:8765", "origin": "https://evil.example"}
+    assert call(open_local, page) == 403
+    assert call(with_token, {**page, "authorization": "Bearer s3cret"}) == 403
+    assert call(open_local, {**page, "origin": "null"}) == 403
+    assert call(open_local, {**page, "origin": "http://localhost:3000"}) == 200
 
 
 def multipart(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, str]:

@@ -9,12 +9,12 @@ import typer
 
 from srpl_cli.cli._options import BackboneSourceOpt, MinSpeechOpt, WorkspaceOpt
 
-HELP = """Serve identify over HTTP with the model loaded: POST /identify, GET /speakers, /model, /health,
-API docs at /docs. The service follows `srpl tune`: a new model version is used from the next request
-on, without a restart.
+HELP = """Serve identify over HTTP, with the backbone and the model kept loaded.
 
-Listens on 127.0.0.1 only unless given a token (--token or $SRPL_TOKEN); with a token every request
-needs 'Authorization: Bearer TOKEN'.
+POST /identify (a clip as the body, or several as multipart), GET /speakers, /model, /health; API docs
+at /docs. A model version made current by `srpl tune` (or `srpl speakers`, `srpl models use`) is used
+from the next request on, without a restart. Listens on 127.0.0.1 only unless given a token (--token or
+$SRPL_TOKEN); with a token every request needs 'Authorization: Bearer TOKEN'. See docs/serve.md.
 
 [b]Examples[/b]
 
@@ -56,6 +56,12 @@ def serve(
     ] = 0,
     backbone_path: BackboneSourceOpt = None,
     min_speech: MinSpeechOpt = 0.5,
+    allow_enroll: Annotated[
+        bool,
+        typer.Option(
+            "--allow-enroll", help="Add POST /speakers/NAME: enroll from uploaded clips and refit the model."
+        ),
+    ] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request to stderr.")] = False,
 ) -> None:
     from srpl_cli.cli._output import err
@@ -82,9 +88,6 @@ def serve(
 
     token = token or None  # an empty $SRPL_TOKEN is no token
     server.check_binding(host, token)
-    import torch
-
-    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
     config = server.ServeConfig(
         workspace=workspace,
         model=model,
@@ -95,9 +98,13 @@ def serve(
         read_timeout_s=timeout,
         min_speech_s=min_speech,
         backbone_source=backbone_path,
+        allow_enroll=allow_enroll,
     )
     holder = server.ModelHolder(config)
     described = holder.load().describe()  # a workspace without a model fails here, before binding
+    import torch  # (loaded by the backbone by now)
+
+    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
     app = server.create_app(config, holder)
     sock = _listen(host, port)
     bound_port = sock.getsockname()[1]
@@ -105,7 +112,8 @@ def serve(
     err.print(
         f"serving model {described['name']}/{described['version']} ({described['backbone']}, "
         f"{len(described['speakers'])} speakers) on http://{shown}:{bound_port} (API docs: /docs)"
-        + (", token required" if token else ""),
+        + (", token required" if token else "")
+        + (", enrollment allowed" if allow_enroll else ""),
         markup=False,
         highlight=False,
         soft_wrap=True,

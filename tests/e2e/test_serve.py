@@ -66,7 +66,17 @@ def served(tmp_path_factory):
     ws = tmp / "ws"
     r = srpl("tune", enroll, "--shots", "3", "--backbone", "dvector", "--workspace", ws, "--json")
     assert r.returncode == 0, r.stderr
-    args = ("--token", TOKEN, "--max-upload-mb", "2", "--max-clip-seconds", "20", "--timeout", "2")
+    args = (
+        "--token",
+        TOKEN,
+        "--max-upload-mb",
+        "2",
+        "--max-clip-seconds",
+        "20",
+        "--timeout",
+        "2",
+        "--allow-enroll",
+    )
     with running_server(ws, tmp / "server.log", *args) as (url, proc):
         with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
             yield {"ws": ws, "speakers": speakers, "tmp": tmp, "client": client, "url": url, "proc": proc}
@@ -192,12 +202,38 @@ def test_concurrent_requests(served):
         assert r.json()["score"] == pytest.approx(alone[c]["score"], abs=1e-4)
 
 
+def test_enroll_a_speaker_over_http(served):
+    """POST /speakers/NAME is `srpl speakers add`: a new version that knows NAME, used at once."""
+    client, speakers, ws = served["client"], served["speakers"], served["ws"]
+    before = client.get("/model").json()
+    clips = [clips_of(speakers, 5, i) for i in range(3)]
+    files = [("clip", (c.name, c.read_bytes())) for c in clips] + [("clip", ("junk.wav", b"RIFFjunk"))]
+    r = client.post("/speakers/newcomer", files=files)
+    assert r.status_code == 201, r.text
+    change = r.json()
+    assert change["action"] == "add" and "newcomer" in change["speakers"] and change["clips_used"] == 3
+    assert [p["path"] for p in change["problems"]] == ["junk.wav"]  # labels, not temp paths
+    assert change["version"] != before["version"]
+    held = clips_of(speakers, 5, 8)
+    r = client.post("/identify", content=held.read_bytes())
+    assert r.headers["x-srpl-model"] == f"default/{change['version']}"
+    assert r.json()["speaker"] == "newcomer"
+    assert not any((ws / "tmp").iterdir())  # the uploads were removed
+    r = client.post("/speakers/..", files=files[:1])
+    assert r.status_code in (404, 422)
+    r = client.post("/speakers/bad%20name", files=files[:1])
+    assert r.status_code == 422 and r.json()["error"].startswith("invalid speaker name 'bad name'")
+    r = client.post("/speakers/ghost", files=[("clip", ("junk.wav", b"RIFFjunk"))])
+    assert r.status_code == 422 and "no usable clip for 'ghost'" in r.json()["error"]
+
+
 def test_hot_switch_after_tune(served):
-    """A tune makes v0002 current while requests keep coming: none fails, each answer comes from v0001
-    or v0002, and once the tune has finished the next request is answered by v0002."""
+    """A tune makes a new version current while requests keep coming: none fails, each answer comes
+    from the old or the new version, and once the tune has finished the next request uses the new one."""
     ws, speakers, tmp, client = served["ws"], served["speakers"], served["tmp"], served["client"]
     enroll = subset(speakers, tmp / "enroll5", 5, 3)
     clip = clips_of(speakers, 0, 6)
+    old = client.get("/model").json()["version"]
     tune = subprocess.Popen(
         [sys.executable, "-m", "srpl_cli", "tune", str(enroll), "--shots", "3", "--backbone", "dvector",
          "--workspace", str(ws), "--json"],
@@ -214,12 +250,12 @@ def test_hot_switch_after_tune(served):
     finally:
         out, err = tune.communicate(timeout=300)
     assert tune.returncode == 0, err
-    assert json.loads(out)["version"] == "v0002"
-    assert set(seen) <= {"default/v0001", "default/v0002"} and seen
+    new = json.loads(out)["version"]
+    assert set(seen) <= {f"default/{old}", f"default/{new}"} and seen
     r = client.post("/identify", content=clip.read_bytes())
-    assert r.status_code == 200 and r.headers["x-srpl-model"] == "default/v0002"
+    assert r.status_code == 200 and r.headers["x-srpl-model"] == f"default/{new}"
     assert len(r.json()["scores"]) == 5
-    assert client.get("/model").json()["version"] == "v0002"
+    assert client.get("/model").json()["version"] == new
     assert len(client.get("/speakers").json()["speakers"]) == 5
     assert served["proc"].poll() is None
 
