@@ -66,7 +66,7 @@ def in_process(ws: str, bodies: list[bytes], seconds: float) -> list[float]:
     from srpl_cli.identifier import Identifier
     from srpl_cli.workspace import Workspace
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)  # as the server (srpl serve --threads 1)
     ident = Identifier.load(Workspace(ws))
     ident.identify_waves([("x", decode_audio(bodies[0]))])  # warm-up
     out = []

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 #: at most this many clips in one multipart request (each is decoded and embedded)
 MAX_CLIPS_PER_REQUEST = 64
+#: clips of concurrent requests embedded in one backbone call (bounds the memory of one call)
+MAX_BATCH_CLIPS = 32
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,6 @@ class ServeConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     max_clip_s: float = 60.0
     read_timeout_s: float = 30.0
-    #: requests embedded at the same time (each with the torch threads set by the CLI)
-    workers: int = 1
     min_speech_s: float = 0.5
     backbone_source: Path | None = None
     #: POST /speakers/{name}: enroll from uploads and refit (a write: off unless asked for)
@@ -181,6 +181,63 @@ class ModelHolder:
             self._loading.release()
 
 
+# ---------------------------------------------------------------- embedding queue
+class MicroBatcher:
+    """One backbone call at a time; the requests that arrive meanwhile (same model version, same
+    ``top_k`` and ``threshold``) are embedded together in the next call. On CPU a batch of clips costs
+    much less than the same clips one by one, so throughput grows with concurrent clients instead of
+    staying flat, and a lone client waits for nothing."""
+
+    def __init__(self, min_speech_s: float, max_clips: int = MAX_BATCH_CLIPS) -> None:
+        self.min_speech_s = min_speech_s
+        self.max_clips = max_clips
+        self._pending: list[tuple[tuple, Identifier, list, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def identify(
+        self, identifier: Identifier, waves: list[tuple[str, Any]], top_k: int, threshold: float | None
+    ) -> list[Identification]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(((id(identifier), top_k, threshold), identifier, waves, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                key = self._pending[0][0]
+                batch, rest, n = [], [], 0
+                for item in self._pending:
+                    if item[0] == key and (not batch or n + len(item[2]) <= self.max_clips):
+                        batch.append(item)
+                        n += len(item[2])
+                    else:
+                        rest.append(item)
+                self._pending = rest
+                batch = [item for item in batch if not item[3].done()]  # clients that went away
+                if not batch:
+                    continue
+                waves = [w for item in batch for w in item[2]]
+                try:
+                    answers = await anyio.to_thread.run_sync(
+                        batch[0][1].identify_waves, waves, key[1], key[2], self.min_speech_s
+                    )
+                except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
+                    for item in batch:
+                        if not item[3].done():
+                            item[3].set_exception(exc)
+                    continue
+                start = 0
+                for item in batch:
+                    if not item[3].done():
+                        item[3].set_result(answers[start : start + len(item[2])])
+                    start += len(item[2])
+        finally:
+            self._task = None
+
+
 # ---------------------------------------------------------------- request bodies
 async def read_body(receive_stream: Any, headers: Any, limit: int, timeout: float) -> bytes:
     """The whole body, refused with 413 as soon as it exceeds ``limit`` and 408 when the client takes
@@ -284,7 +341,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
     holder = holder or ModelHolder(config)
     if holder._current is None:
         holder.load()
-    limiter = anyio.CapacityLimiter(max(1, config.workers))
+    batcher = MicroBatcher(config.min_speech_s)
     app = FastAPI(
         title="srpl",
         version=__version__,
@@ -317,10 +374,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         log.exception("internal error")
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    def answer(
-        identifier: Identifier, clips: list[tuple[str, bytes]], top_k: int, threshold: float | None
-    ) -> list[Identification]:
-        """Decode and score in a worker thread (an over-long clip raises: the request gets 413)."""
+    def decode(clips: list[tuple[str, bytes]]) -> tuple[list[tuple[str, Any]], dict[int, Identification]]:
+        """Decode in a worker thread: the waves, and an answer for each clip that failed (an over-long
+        clip raises: the request gets 413)."""
         waves = []
         failed: dict[int, Identification] = {}
         for i, (label, data) in enumerate(clips):
@@ -330,8 +386,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
                 if _status_of(exc) == 413:
                     raise
                 failed[i] = Identification(label, None, None, {}, [], error=exc.reason)
-        scored = iter(identifier.identify_waves(waves, top_k, threshold, config.min_speech_s))
-        return [failed[i] if i in failed else next(scored) for i in range(len(clips))]
+        return waves, failed
 
     @app.post(
         "/identify",
@@ -351,9 +406,11 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         content_type = request.headers.get("content-type", "")
         multipart = content_type.lower().startswith("multipart/form-data")
         clips = split_multipart(body, content_type) if multipart else [(_label(name) or "upload", body)]
-        # the model first, outside the worker limit: loading a new version never queues behind embeddings
+        # the model first, apart from the embedding queue: loading a new version never waits for it
         identifier = await anyio.to_thread.run_sync(holder.get)
-        results = await anyio.to_thread.run_sync(answer, identifier, clips, top_k, threshold, limiter=limiter)
+        waves, failed = await anyio.to_thread.run_sync(decode, clips)
+        scored = iter(await batcher.identify(identifier, waves, top_k, threshold) if waves else [])
+        results = [failed[i] if i in failed else next(scored) for i in range(len(clips))]
         headers = {"X-Srpl-Model": f"{identifier.version.name}/{identifier.version.version}"}
         if not multipart:
             r = results[0]

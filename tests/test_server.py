@@ -116,3 +116,35 @@ def test_read_body_limits():
     with pytest.raises(ApiError) as e:
         asyncio.run(read_body(stalled(), {}, 10, 0.2))
     assert e.value.status == 408 and e.value.message == "upload not received within 0.2 s"
+
+
+class SlowIdentifier:
+    """Stands in for Identifier: records each backbone call, answers one label per clip."""
+
+    def __init__(self):
+        self.calls = []
+
+    def identify_waves(self, waves, top_k, threshold, min_speech_s):
+        import time
+
+        self.calls.append([label for label, _ in waves])
+        time.sleep(0.05)
+        return [f"{label}@{top_k}" for label, _ in waves]
+
+
+def test_micro_batcher_embeds_waiting_requests_together():
+    from srpl_cli.server import MicroBatcher
+
+    ident = SlowIdentifier()
+
+    async def run():
+        batcher = MicroBatcher(0.5, max_clips=4)
+        jobs = [batcher.identify(ident, [(f"r{i}a", None), (f"r{i}b", None)], 1, None) for i in range(4)]
+        jobs.append(batcher.identify(ident, [("k", None)], 3, None))  # other top_k: its own call
+        return await asyncio.gather(*jobs)
+
+    answers = asyncio.run(run())
+    assert answers[:4] == [[f"r{i}a@1", f"r{i}b@1"] for i in range(4)]
+    assert answers[4] == ["k@3"]
+    # all were waiting when the first call started: together, at most 4 clips a call; top_k=3 apart
+    assert ident.calls == [["r0a", "r0b", "r1a", "r1b"], ["r2a", "r2b", "r3a", "r3b"], ["k"]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -51,9 +50,7 @@ def serve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a client has to send its upload (else 408).")
     ] = 30.0,
-    threads: Annotated[
-        int, typer.Option("--threads", help="Torch threads for embedding (default: up to 2).")
-    ] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads for embedding.")] = 1,
     backbone_path: BackboneSourceOpt = None,
     min_speech: MinSpeechOpt = 0.5,
     allow_enroll: Annotated[
@@ -74,8 +71,8 @@ def serve(
             raise UsageError(f"{flag} must be positive")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if threads < 0:
-        raise UsageError("--threads must be at least 1 (0: automatic)")
+    if threads < 1:
+        raise UsageError("--threads must be at least 1")
     try:
         import uvicorn
 
@@ -104,7 +101,9 @@ def serve(
     described = holder.load().describe()  # a workspace without a model fails here, before binding
     import torch  # (loaded by the backbone by now)
 
-    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
+    # one thread by default: intra-op threads fighting other processes for the cores made the d-vector
+    # 25x slower on a loaded 2-core machine; the event loop uses the other core (docs/serve.md)
+    torch.set_num_threads(threads)
     app = server.create_app(config, holder)
     sock = _listen(host, port)
     bound_port = sock.getsockname()[1]
