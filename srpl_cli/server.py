@@ -128,6 +128,7 @@ class ModelHolder:
         self._current: Identifier | None = None
         self._loading = threading.Lock()
         self._failed: dict[str, str] = {}  # version -> why it could not be loaded (not retried)
+        self._last_warning = ""
 
     def load(self) -> Identifier:
         """First load (at start-up): errors propagate so `srpl serve` fails with one line."""
@@ -143,7 +144,9 @@ class ModelHolder:
         except SrplError as exc:  # CURRENT unreadable for a moment or removed: keep serving
             if cur is None:
                 raise
-            log.warning("keeping %s/%s: %s", cur.version.name, cur.version.version, exc)
+            if exc.message != self._last_warning:  # once per problem, not once per request
+                self._last_warning = exc.message
+                log.warning("keeping %s/%s: %s", cur.version.name, cur.version.version, exc)
             return cur
         if cur is not None and (cur.version.version == version or version in self._failed):
             return cur
@@ -174,7 +177,7 @@ class ModelHolder:
                     cur.version.version,
                 )
                 return cur
-            log.warning("switched to model %s/%s", new.version.name, new.version.version)
+            log.info("switched to model %s/%s", new.version.name, new.version.version)
             self._current = new
             return new
         finally:

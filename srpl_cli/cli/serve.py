@@ -99,7 +99,11 @@ def serve(
     )
     holder = server.ModelHolder(config)
     described = holder.load().describe()  # a workspace without a model fails here, before binding
+    import logging
+
     import torch  # (loaded by the backbone by now)
+
+    logging.getLogger("srpl_cli.server").setLevel(logging.INFO)  # model switches are worth a line
 
     # one thread by default: intra-op threads fighting other processes for the cores made the d-vector
     # 25x slower on a loaded 2-core machine; the event loop uses the other core (docs/serve.md)

@@ -247,6 +247,7 @@ def test_hot_switch_after_tune(served):
             r = client.post("/identify", content=clip.read_bytes())
             assert r.status_code == 200, r.text
             seen.append(r.headers["x-srpl-model"])
+            time.sleep(0.1)  # leave the tune some CPU
     finally:
         out, err = tune.communicate(timeout=300)
     assert tune.returncode == 0, err
@@ -257,6 +258,15 @@ def test_hot_switch_after_tune(served):
     assert len(r.json()["scores"]) == 5
     assert client.get("/model").json()["version"] == new
     assert len(client.get("/speakers").json()["speakers"]) == 5
+    # CURRENT naming a version that cannot be loaded: the server keeps the one it has
+    current = ws / "models" / "default" / "CURRENT"
+    current.write_text("v9999\n")
+    try:
+        r = client.post("/identify", content=clip.read_bytes())
+        assert r.status_code == 200 and r.headers["x-srpl-model"] == f"default/{new}"
+        assert client.get("/health").json()["version"] == new
+    finally:
+        current.write_text(new + "\n")
     assert served["proc"].poll() is None
 
 
