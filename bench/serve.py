@@ -187,8 +187,8 @@ def main() -> None:
             # a tune (more shots: a different model) makes v0002 current in the middle of the load
             tune = srpl(*tune_args, "--shots", "6")
             lat, errors, versions, wall = [], [], {}, 0.0
-            t_end = None  # go on for one more phase length once the tune is done (capped at 10 phases)
-            while (t_end is None or time.monotonic() < t_end) and wall < 10 * args.seconds:
+            t_end = None  # go on for one more phase length once the tune is done (10 min at most)
+            while (t_end is None or time.monotonic() < t_end) and wall < 600:
                 part = asyncio.run(load(url, bodies, 4, 2.0))
                 lat += part[0]
                 errors += part[1]
