@@ -130,6 +130,10 @@ class ModelHolder:
         self._failed: dict[str, str] = {}  # version -> why it could not be loaded (not retried)
         self._last_warning = ""
 
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
     def load(self) -> Identifier:
         """First load (at start-up): errors propagate so `srpl serve` fails with one line."""
         self._current = Identifier.load(
@@ -342,7 +346,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
     from srpl_cli.audio import decode_audio
 
     holder = holder or ModelHolder(config)
-    if holder._current is None:
+    if not holder.loaded:
         holder.load()
     batcher = MicroBatcher(config.min_speech_s)
     app = FastAPI(
