@@ -381,9 +381,13 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         log.exception("internal error")
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    def decode(clips: list[tuple[str, bytes]]) -> tuple[list[tuple[str, Any]], dict[int, Identification]]:
-        """Decode in a worker thread: the waves, and an answer for each clip that failed (an over-long
-        clip raises: the request gets 413)."""
+    def prepare(
+        clips: list[tuple[str, bytes]],
+    ) -> tuple[Identifier, list[tuple[str, Any]], dict[int, Identification]]:
+        """In a worker thread, apart from the embedding queue (so loading a new model version never
+        waits for it): the model to use now, the decoded waves, and an answer for each clip that failed
+        (an over-long clip raises: the request gets 413)."""
+        identifier = holder.get()
         waves = []
         failed: dict[int, Identification] = {}
         for i, (label, data) in enumerate(clips):
@@ -393,7 +397,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
                 if _status_of(exc) == 413:
                     raise
                 failed[i] = Identification(label, None, None, {}, [], error=exc.reason)
-        return waves, failed
+        return identifier, waves, failed
 
     @app.post(
         "/identify",
@@ -413,9 +417,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
         content_type = request.headers.get("content-type", "")
         multipart = content_type.lower().startswith("multipart/form-data")
         clips = split_multipart(body, content_type) if multipart else [(_label(name) or "upload", body)]
-        # the model first, apart from the embedding queue: loading a new version never waits for it
-        identifier = await anyio.to_thread.run_sync(holder.get)
-        waves, failed = await anyio.to_thread.run_sync(decode, clips)
+        identifier, waves, failed = await anyio.to_thread.run_sync(prepare, clips)
         scored = iter(await batcher.identify(identifier, waves, top_k, threshold) if waves else [])
         results = [failed[i] if i in failed else next(scored) for i in range(len(clips))]
         headers = {"X-Srpl-Model": f"{identifier.version.name}/{identifier.version.version}"}
