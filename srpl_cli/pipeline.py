@@ -19,7 +19,7 @@ from srpl_cli._version import __version__
 from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.calibration import DEFAULT_TARGET_FAR, fit_backend
 from srpl_cli.errors import DataError, UsageError
-from srpl_cli.identifier import Identification, Identifier
+from srpl_cli.identifier import Identification, Identifier, load_model  # noqa: F401 - load_model: Python API
 from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
 
 log = logging.getLogger(__name__)
