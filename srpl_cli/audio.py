@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -95,12 +96,18 @@ def check_regular_file(path: str | Path) -> Path:
     return path
 
 
-def _decode_error(path: Path, exc: BaseException) -> AudioError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _decode_error(label: object, exc: BaseException) -> AudioError:
+    reason = _first_line(exc)
     if "not a regular file" in reason or "does not exist" in reason:
         # libsndfile's words for "no decoder accepted the bytes" (the file was checked to exist)
         reason = "no decoder accepts its contents"
-    return AudioError(path, f"unreadable or corrupt audio ({reason})")
+    return AudioError(label, f"unreadable or corrupt audio ({reason})")
+
+
+def _first_line(exc: BaseException) -> str:
+    """libsndfile's reason, without the repr of an in-memory buffer ("Error opening <_io.BytesIO ...>: ")."""
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"^Error opening <[^>]*>: ", "", line)
 
 
 @contextmanager
@@ -125,24 +132,26 @@ def _quiet_decoder(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def _open(path: Path) -> Any:
+def _open(source: Path | io.BytesIO, label: object = None) -> Any:
+    """A soundfile handle on a file or on file bytes held in memory (``label`` names it in errors)."""
     import soundfile as sf
 
+    label = source if label is None else label
     try:
-        with _quiet_decoder(path):
-            return sf.SoundFile(str(path))
+        with _quiet_decoder(Path(str(label))):
+            return sf.SoundFile(source if isinstance(source, io.BytesIO) else str(source))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise _decode_error(path, exc) from None
+        raise _decode_error(label, exc) from None
 
 
-def _read(path: Path, fh: Any, frames: int) -> np.ndarray:
+def _read(label: object, fh: Any, frames: int) -> np.ndarray:
     import soundfile as sf
 
     try:
-        with _quiet_decoder(path):
+        with _quiet_decoder(Path(str(label))):
             return fh.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise _decode_error(path, exc) from None
+        raise _decode_error(label, exc) from None
 
 
 def audio_duration(path: str | Path) -> float:
@@ -260,16 +269,52 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
 def load_audio_checked(path: str | Path, target_sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
     """``load_audio`` plus a note when the samples had to be scaled into [-1, 1] (else ``None``)."""
     path = check_regular_file(path)
-    fh = _open(path)
+    return _decode_whole(path, path, target_sr)
+
+
+class ClipTooLongError(AudioError):
+    """A clip over a duration limit (the server answers 413, not 422)."""
+
+
+def decode_audio(
+    data: bytes, label: object = "<upload>", target_sr: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode audio file bytes held in memory (what ``srpl serve`` receives) exactly as ``load_audio``
+    reads the same bytes from disk. With ``max_seconds``, a longer clip is refused from its header,
+    before its samples are decoded (a small compressed file can hold hours of audio)."""
+    if len(data) == 0:
+        raise AudioError(label, "empty file (0 bytes)")
+    if max_seconds is not None:
+        check_length(probe_audio(data, label)[0], max_seconds, label)
+    return _decode_whole(io.BytesIO(data), label, target_sr)[0]
+
+
+def probe_audio(data: bytes, label: object = "<upload>") -> tuple[float, str]:
+    """(duration in seconds, container format such as "wav") of in-memory audio file bytes, from the
+    header only."""
+    fh = _open(io.BytesIO(data), label)
     try:
-        data = _read(path, fh, -1)
+        return fh.frames / max(1, fh.samplerate), str(fh.format).lower()
+    finally:
+        fh.close()
+
+
+def check_length(seconds: float, max_seconds: float, label: object) -> None:
+    if seconds > max_seconds:
+        raise ClipTooLongError(label, f"clip too long: {seconds:.1f} s (at most {max_seconds:g} s per clip)")
+
+
+def _decode_whole(source: Path | io.BytesIO, label: object, target_sr: int) -> tuple[np.ndarray, str | None]:
+    fh = _open(source, label)
+    try:
+        data = _read(label, fh, -1)
         sr = int(fh.samplerate)
     finally:
         fh.close()
     if data.shape[0] == 0:
-        raise AudioError(path, "empty audio (no samples)")
+        raise AudioError(label, "empty audio (no samples)")
     if not np.isfinite(data).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
+        raise AudioError(label, "audio contains NaN or infinite samples")
     wave = downmix(data) if data.shape[1] > 1 else data[:, 0]
     del data
     peak = float(np.max(np.abs(wave)))

@@ -118,7 +118,7 @@ class ModelDetails:
 
 # ---------------------------------------------------------------- reading
 def _current(workspace: Workspace, model_name: str, version: str | None = None) -> ModelVersion:
-    from srpl_cli.pipeline import current_model
+    from srpl_cli.identifier import current_model
 
     return current_model(workspace, model_name, version)
 

@@ -19,7 +19,13 @@ import numpy as np
 from srpl_cli._version import __version__
 from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.calibration import DEFAULT_TARGET_FAR, fit_backend
-from srpl_cli.errors import DataError, StateError, UsageError
+from srpl_cli.errors import DataError, UsageError
+from srpl_cli.identifier import (  # noqa: F401 - load_model, current_model: Python API
+    Identification,
+    Identifier,
+    current_model,
+    load_model,
+)
 from srpl_cli.workspace import DEFAULT_MODEL, Workspace, check_name
 
 log = logging.getLogger(__name__)
@@ -30,8 +36,6 @@ Progress = Callable[[int, int], None] | None
 DEFAULT_METHOD = "anchored-cosine"
 #: the method `srpl tune` uses when it has an unlabeled pool (``--unlabeled``; docs/accuracy.md)
 DEFAULT_POOL_METHOD = "pool-propagation"
-#: `identify` reports the scores of this many best speakers per clip (all of them when fewer are enrolled)
-SCORES_SHOWN = 100
 
 
 # ---------------------------------------------------------------- results
@@ -80,23 +84,6 @@ class TuneReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Identification:
-    path: str
-    speaker: str | None
-    score: float | None
-    scores: dict[str, float]
-    top: list[tuple[str, float]]
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["top"] = [{"speaker": s, "score": v} for s, v in self.top]
-        if self.error is None:
-            d.pop("error")
-        return d
 
 
 # ---------------------------------------------------------------- embeddings
@@ -473,35 +460,6 @@ def learn(
 
 
 # ---------------------------------------------------------------- identify
-def current_model(ws: Workspace, model_name: str = DEFAULT_MODEL, version: str | None = None) -> Any:
-    """``ws.current_model``, whose "nothing tuned" hint names a backbone that works here and now."""
-    from srpl_cli.backbones import tune_hint
-
-    try:
-        return ws.current_model(model_name, version)
-    except StateError as exc:
-        if exc.hint and exc.hint.startswith("run: srpl tune"):
-            exc.hint = tune_hint()
-        raise
-
-
-def load_model(
-    workspace: Workspace | None = None, model_name: str = DEFAULT_MODEL, version: str | None = None
-):
-    """(backend, tune info, ModelVersion) of the model in use."""
-    from srpl_cli.backends import load_backend
-
-    ws = workspace or Workspace()
-    mv = current_model(ws, model_name, version)
-    try:
-        info = mv.tune_info
-    except (OSError, ValueError):
-        raise StateError(f"model {mv.path} is incomplete (no readable tune.json); tune again") from None
-    if not isinstance(info, dict) or not isinstance(info.get("backbone"), str):
-        raise StateError(f"model {mv.path}: tune.json does not name the backbone; tune again")
-    return load_backend(mv.path), info, mv
-
-
 def identify(
     clips: Sequence[str | Path],
     workspace: Workspace | None = None,
@@ -514,45 +472,20 @@ def identify(
 ) -> list[Identification]:
     """Who speaks in each clip: a speaker of the tuned model, or None (unknown)."""
     from srpl_cli.datasets import collect_audio
+    from srpl_cli.embeddings import EmbeddingCache
 
     if threshold is not None and not math.isfinite(threshold):
         raise UsageError(f"--threshold must be a finite number, not {threshold}")
     _check_min_speech(min_speech_s)
     ws = workspace or Workspace()
-    backend, info, _ = load_model(ws, model_name)
+    identifier = Identifier.load(ws, model_name, backbone_source=backbone_source)
     empty_dirs: list[tuple[Path, str]] = []
     paths = collect_audio(list(clips), empty_dirs)
-    source = backbone_source or info.get("backbone_source")
-    bb = load_backbone(info["backbone"], source)
-    if bb.identifier != info.get("backbone_id"):
-        log.warning(
-            "backbone weights differ from those the model was tuned with (%s vs %s): scores may be off",
-            bb.identifier,
-            info.get("backbone_id"),
-        )
-    res = embed_clips(paths, bb, ws, progress, min_speech_s) if paths else None
-    thr = float(backend.threshold_ if threshold is None else threshold)
-    names = [str(c) for c in backend.classes_]
-    by_path: dict[str, Identification] = {}
-    if res is not None and len(res.paths_ok):
-        for p, q in zip(res.paths_ok, res.qualities, strict=True):
-            for w in q.warnings:
-                if "outside [-1, 1]" in w:  # the clip was changed before scoring: say so
-                    log.warning("%s: %s", p, w)
-        # only the best speakers of each clip are ranked and kept: never clips x enrolled speakers
-        idx, val = backend.top_k(res.embeddings, max(top_k, SCORES_SHOWN))
-        for p, cols, row in zip(res.paths_ok, idx.tolist(), val.tolist(), strict=True):
-            score = row[0]
-            by_path[str(p)] = Identification(
-                path=str(p),
-                speaker=names[cols[0]] if score >= thr else None,
-                score=score,
-                scores={names[i]: v for i, v in zip(cols, row, strict=True)},
-                top=[(names[i], v) for i, v in zip(cols[: max(1, top_k)], row, strict=False)],
-            )
-    for p, reason in (res.problems if res is not None else []) + empty_dirs:
-        by_path[str(p)] = Identification(str(p), None, None, {}, [], error=reason)
-    return [by_path[str(p)] for p in paths] + [by_path[str(p)] for p, _ in empty_dirs]
+    results = []
+    if paths:
+        cache = EmbeddingCache(ws.ensure().cache_dir)
+        results = identifier.identify_files(paths, cache, top_k, threshold, progress, min_speech_s)
+    return results + [Identification(str(p), None, None, {}, [], error=reason) for p, reason in empty_dirs]
 
 
 # ---------------------------------------------------------------- synthesize

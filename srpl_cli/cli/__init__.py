@@ -61,12 +61,14 @@ def _register() -> None:
         identify,
         info,
         models,
+        serve,
         speakers,
         synthesize,
         tune,
     )
 
-    for module in (download, synthesize, enroll, tune, identify, evaluate, export, speakers, models, info):
+    commands = (download, synthesize, enroll, tune, identify, evaluate, export, speakers, models, info, serve)
+    for module in commands:
         module.register(app)
     from srpl_cli.cli._help import polish
 
