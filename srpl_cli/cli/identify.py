@@ -9,12 +9,14 @@ import typer
 
 from srpl_cli.cli._options import BackboneSourceOpt, JsonOpt, QuietOpt, WorkspaceOpt
 
-HELP = """Say who speaks in each clip (files or folders), or `unknown`.
+HELP = """Say who speaks in each clip (files or folders), or `unknown`; with --segments, who speaks when.
 
 [b]Examples[/b]
 
   srpl identify clip.wav
   srpl identify ./inbox --json --top-k 3 | jq .speaker
+  srpl identify meeting.flac --segments --plot meeting.png
+  srpl identify meeting.flac --segments --rttm > meeting.rttm
 """
 
 
@@ -33,6 +35,49 @@ def identify(
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments",
+            help="Who speaks when along each recording: segments of enrolled names or unknown-1, unknown-2, ...",
+            rich_help_panel="Segments",
+        ),
+    ] = False,
+    rttm: Annotated[
+        bool,
+        typer.Option("--rttm", help="With --segments: print NIST RTTM on stdout.", rich_help_panel="Segments"),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="With --segments: write a timeline PNG (a folder when several recordings are given).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option("--window", help="Analysis window in seconds.", rich_help_panel="Segments")
+    ] = None,
+    hop: Annotated[
+        float | None, typer.Option("--hop", help="Window step in seconds.", rich_help_panel="Segments")
+    ] = None,
+    switch_penalty: Annotated[
+        float | None,
+        typer.Option(
+            "--switch-penalty",
+            help="Smoothing: cost of a change of speaker without a pause (0 = none; higher = fewer changes).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
+    cluster_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--cluster-threshold",
+            help="Strangers: cosine similarity at which two unknown segments are the same person "
+            "(default: the equal-error point of the enrollment clips).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
 ) -> None:
     from srpl_cli import pipeline
     from srpl_cli.cli._output import err, out, print_json, progress_bar, warn
@@ -41,6 +86,38 @@ def identify(
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    seg_opts = {
+        "--rttm": rttm,
+        "--plot": plot is not None,
+        "--window": window is not None,
+        "--hop": hop is not None,
+        "--switch-penalty": switch_penalty is not None,
+        "--cluster-threshold": cluster_threshold is not None,
+    }
+    if not segments:
+        given = [k for k, v in seg_opts.items() if v]
+        if given:
+            raise UsageError(f"{given[0]} only applies with --segments")
+    else:
+        from srpl_cli.cli._segments import run_segments
+
+        if top_k != 1:
+            raise UsageError("--top-k does not apply with --segments")
+        if json_ and rttm:
+            raise UsageError("--json and --rttm both print on stdout: choose one")
+        run_segments(
+            clips,
+            Workspace(workspace),
+            model,
+            backbone_path,
+            threshold,
+            {"window_s": window, "hop_s": hop, "switch_penalty": switch_penalty},
+            cluster_threshold,
+            "json" if json_ else "rttm" if rttm else "table",
+            plot,
+            quiet,
+        )
+        return
     with progress_bar("embedding clips", quiet or json_ or len(clips) < 2) as progress:
         results = pipeline.identify(
             clips, Workspace(workspace), model, top_k, backbone_path, threshold, progress
