@@ -2,35 +2,36 @@
 
 Every problem with one clip raises ``AudioError(path, reason)`` so batch commands can report the file
 in one line and go on with the others. ``assess`` gives the enrollment feedback commercial SDKs give
-(duration, share of speech, clipping, level) from a simple frame-energy VAD: no model, no network.
+(duration, seconds of speech, clipping, level), speech being what ``srpl_cli.vad`` detects (Silero VAD,
+offline). ``iter_blocks`` streams a long file in blocks so memory stays flat with its duration.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
+import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from srpl_cli._io import atomic_write_bytes
 from srpl_cli.errors import AudioError
+from srpl_cli.vad import detector_name, speech_frames, speech_regions  # noqa: F401 - speech_frames re-exported
 
 SAMPLE_RATE = 16000
 #: Bump when decoding, resampling, down-mixing or windowing changes: it is part of the embedding cache key.
 #: v2: windows of long clips no longer overlap (equal split); polarity-inverted stereo no longer cancels.
-AUDIO_PARAMS_VERSION = "2"
+#: v3: speech measured by silero-vad (quality figures change); float audio far outside [-1, 1] scaled.
+AUDIO_PARAMS_VERSION = "3"
 
-# Energy VAD: 25 ms frames every 10 ms. A frame is speech when its energy is within VAD_RANGE_DB of the
-# clip's loud frames (VAD_REF_PERCENTILE) and above an absolute floor, so quiet clips and pure noise
-# floors are both handled.
-VAD_FRAME_S = 0.025
-VAD_HOP_S = 0.010
-VAD_RANGE_DB = 30.0
-VAD_REF_PERCENTILE = 95.0
-VAD_FLOOR_DBFS = -55.0
+SILENT_PEAK = 10 ** (-55.0 / 20)  # a clip whose peak is below -55 dBFS is silent
 
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 CLIP_WARN_RATIO = 0.001
@@ -38,8 +39,12 @@ SHORT_SPEECH_S = 1.0
 LOW_LEVEL_DBFS = -40.0  # mean level of speech frames below this is "low level"
 LOW_SPEECH_RATIO = 0.3
 
-_BLOCK_FRAMES = 10_000
 _BLOCK_SAMPLES = 1 << 20
+#: a float-coded file whose peak exceeds this is scaled to peak 1 (with a warning); up to it, the
+#: usual small overshoot of float masters is left alone
+OVER_RANGE_PEAK = 2.0
+#: decoders that print to stderr themselves (mpg123 for mp3)
+_NOISY_DECODER_SUFFIXES = frozenset({".mp3", ".mp2", ".mpeg", ".mpga"})
 
 #: Long clips are embedded in windows of this length and averaged (bounded memory).
 DEFAULT_WINDOW_S = 20.0
@@ -69,26 +74,203 @@ class AudioQuality:
         return d
 
 
-def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read ``path`` as float32 mono at ``target_sr`` (channels are averaged, see ``downmix``; any rate is resampled)."""
+def check_regular_file(path: str | Path) -> Path:
+    """``path`` as a ``Path`` if it is a non-empty regular file, else ``AudioError``.
+
+    Checked before anything reads the file: a device (``/dev/zero``) or a FIFO named ``x.wav`` would
+    otherwise be read forever by the hashing or the decoder.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a device, pipe or socket"
+        raise AudioError(path, f"not a regular file ({kind})")
+    if st.st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    return path
+
+
+def _decode_error(path: Path, exc: BaseException) -> AudioError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "not a regular file" in reason or "does not exist" in reason:
+        # libsndfile's words for "no decoder accepted the bytes" (the file was checked to exist)
+        reason = "no decoder accepts its contents"
+    return AudioError(path, f"unreadable or corrupt audio ({reason})")
+
+
+@contextmanager
+def _quiet_decoder(path: Path) -> Iterator[None]:
+    """Silence what a C decoder prints straight to file descriptor 2 (mpg123's "Note: Illegal
+    Audio-MPEG-Header ..." lines for a corrupt mp3), so a bad file costs one line of srpl's own."""
+    if path.suffix.lower() not in _NOISY_DECODER_SUFFIXES:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _open(path: Path) -> Any:
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "file not found" if not path.exists() else "not a regular file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with _quiet_decoder(path):
+            return sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(path, f"unreadable or corrupt audio ({reason})") from None
+        raise _decode_error(path, exc) from None
+
+
+def _read(path: Path, fh: Any, frames: int) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        with _quiet_decoder(path):
+            return fh.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise _decode_error(path, exc) from None
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from the header (nothing decoded); ``AudioError`` when unreadable."""
+    path = check_regular_file(path)
+    fh = _open(path)
+    try:
+        return fh.frames / max(1, fh.samplerate)
+    finally:
+        fh.close()
+
+
+def _float_peak(path: Path, fh: Any) -> float:
+    """Peak |sample| of a float-coded file (the only kind that can exceed 1), read in blocks; 1 otherwise."""
+    if fh.subtype not in ("FLOAT", "DOUBLE"):
+        return 1.0
+    peak = 0.0
+    fh.seek(0)
+    while True:
+        block = _read(path, fh, _BLOCK_SAMPLES // max(1, fh.channels))
+        if len(block) == 0:
+            break
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            peak = max(peak, float(np.max(np.abs(finite))))
+    fh.seek(0)
+    return peak
+
+
+def _scale_note(peak: float) -> str | None:
+    if peak > OVER_RANGE_PEAK:
+        return f"float samples up to {peak:.3g}, far outside [-1, 1]: scaled down to peak 1"
+    return None
+
+
+def iter_blocks(
+    path: str | Path, block_s: float = 60.0, target_sr: int = SAMPLE_RATE
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream ``path`` as ``(offset, block)``: mono float32 at ``target_sr``, ``offset`` in output samples.
+
+    Memory stays flat with duration (one block plus a little resampling context). The blocks,
+    concatenated, equal ``load_audio(path, target_sr)`` to float rounding: each block is resampled
+    with enough real neighbouring samples on both sides (zeros only at the file's ends, exactly as a
+    whole-file resample pads), and block edges fall on whole periods of the rate ratio. Raises
+    ``AudioError`` for an unreadable file or NaN/infinite samples (the blocks before it were yielded).
+    """
+    path = check_regular_file(path)
+    fh = _open(path)
+    try:
+        yield from _blocks(path, fh, block_s, target_sr)
+    finally:
+        fh.close()
+
+
+def _blocks(path: Path, fh: Any, block_s: float, target_sr: int) -> Iterator[tuple[int, np.ndarray]]:
+    sr = int(fh.samplerate)
+    g = math.gcd(sr, target_sr)
+    up, down = target_sr // g, sr // g  # output samples per `down` input samples
+    # torchaudio's sinc kernel reaches `width` (+ one period) input samples beyond its centre
+    width = math.ceil(6 * down / (0.99 * min(up, down)))
+    context = down * (math.ceil((width + down) / down) + 1) if sr != target_sr else 0
+    block = max(down, int(block_s * sr) // down * down)
+    peak = _float_peak(path, fh)
+    scale = 1.0 / peak if peak > OVER_RANGE_PEAK else 1.0
+    buf = np.zeros(context, dtype=np.float32)  # [context | block | context]: zeros before the start
+    eof = False
+    offset = 0
+    while True:
+        while not eof and len(buf) < context + block + context:
+            raw = _read(path, fh, block)
+            if len(raw) == 0:
+                eof = True
+                break
+            if not np.isfinite(raw).all():
+                raise AudioError(path, "audio contains NaN or infinite samples")
+            mono = downmix(raw) if raw.shape[1] > 1 else raw[:, 0]
+            if scale != 1.0:
+                mono = mono * np.float32(scale)
+            buf = np.concatenate((buf, mono.astype(np.float32, copy=False)))
+        n_new = min(block, len(buf) - context)
+        if n_new <= 0:
+            if offset == 0:
+                raise AudioError(path, "empty audio (no samples)")
+            return
+        last = eof and len(buf) - context <= block
+        if sr == target_sr:
+            out = buf[context : context + n_new].copy()
+        else:
+            seg = buf[: context + n_new + context]
+            if len(seg) < context + n_new + context:
+                seg = np.pad(seg, (0, context + n_new + context - len(seg)))
+            res = resample(seg, sr, target_sr)
+            n_out = math.ceil(n_new * up / down) if last else n_new * up // down
+            lead = context * up // down
+            out = np.ascontiguousarray(res[lead : lead + n_out])
+        yield offset, out
+        offset += len(out)
+        if last:
+            return
+        buf = buf[n_new:]
+
+
+def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read ``path`` as float32 mono at ``target_sr`` (channels are averaged, see ``downmix``; any rate is
+    resampled; float samples far outside [-1, 1] are scaled to peak 1, see ``load_audio_checked``)."""
+    return load_audio_checked(path, target_sr)[0]
+
+
+def load_audio_checked(path: str | Path, target_sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
+    """``load_audio`` plus a note when the samples had to be scaled into [-1, 1] (else ``None``)."""
+    path = check_regular_file(path)
+    fh = _open(path)
+    try:
+        data = _read(path, fh, -1)
+        sr = int(fh.samplerate)
+    finally:
+        fh.close()
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (no samples)")
     if not np.isfinite(data).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
     wave = downmix(data) if data.shape[1] > 1 else data[:, 0]
-    return resample(np.ascontiguousarray(wave, dtype=np.float32), int(sr), target_sr)
+    del data
+    peak = float(np.max(np.abs(wave)))
+    note = _scale_note(peak)
+    if note is not None:
+        wave = wave / np.float32(peak)
+    return resample(np.ascontiguousarray(wave, dtype=np.float32), sr, target_sr), note
 
 
 #: the channel mean must keep at least this share of the channels' mean power, else it cancelled
@@ -135,28 +317,6 @@ def save_audio(path: str | Path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> Pat
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def frame_energies_db(
-    wave: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = VAD_FRAME_S, hop_s: float = VAD_HOP_S
-) -> np.ndarray:
-    """Mean-square energy in dBFS of each frame (a short clip gives one frame)."""
-    frame = max(1, int(round(frame_s * sr)))
-    hop = max(1, int(round(hop_s * sr)))
-    wave = np.asarray(wave)
-    if len(wave) < frame:
-        wave = np.pad(wave, (0, frame - len(wave)))
-    n = 1 + (len(wave) - frame) // hop
-    out = np.empty(n, dtype=np.float64)
-    # cumulative sums give every frame's energy without materialising the frames; done in blocks of
-    # frames so a 10-minute clip needs a few MB of scratch, not several copies of the clip
-    for s in range(0, n, _BLOCK_FRAMES):
-        e = min(n, s + _BLOCK_FRAMES)
-        seg = wave[s * hop : (e - 1) * hop + frame].astype(np.float64)
-        c = np.concatenate(([0.0], np.cumsum(seg * seg)))
-        starts = np.arange(e - s) * hop
-        out[s:e] = (c[starts + frame] - c[starts]) / frame
-    return 10.0 * np.log10(np.maximum(out, 1e-12))
-
-
 def mean_square(wave: np.ndarray) -> float:
     """Mean of squared samples, accumulated in float64 blocks (no full-length float64 copy)."""
     wave = np.asarray(wave)
@@ -176,57 +336,72 @@ def _clipped_ratio(wave: np.ndarray) -> float:
     return count / max(1, len(wave))
 
 
-def speech_frames(
-    wave: np.ndarray,
-    sr: int = SAMPLE_RATE,
-    frame_s: float = VAD_FRAME_S,
-    hop_s: float = VAD_HOP_S,
-    range_db: float = VAD_RANGE_DB,
-    floor_dbfs: float = VAD_FLOOR_DBFS,
-) -> np.ndarray:
-    """Boolean speech flag per frame from the energy VAD (relative to loud frames, absolute floor)."""
-    return _flags(frame_energies_db(wave, sr, frame_s, hop_s), range_db, floor_dbfs)
+class QualityMeter:
+    """Quality figures accumulated over consecutive blocks of one clip (a whole clip is one block)."""
+
+    def __init__(self, sr: int = SAMPLE_RATE) -> None:
+        self.sr = sr
+        self.n = 0
+        self.n_speech = 0
+        self.n_clipped = 0
+        self.sum_sq = 0.0
+        self.speech_sum_sq = 0.0
+        self.peak = 0.0
+        self.notes: list[str] = []
+
+    def add(self, block: np.ndarray, regions: list[tuple[int, int]]) -> None:
+        """Count one block and its speech ``regions`` (block-relative sample ranges)."""
+        self.n += len(block)
+        if len(block) == 0:
+            return
+        self.sum_sq += mean_square(block) * len(block)
+        self.n_clipped += int(_clipped_ratio(block) * len(block) + 0.5)
+        self.peak = max(self.peak, float(np.max(np.abs(block))))
+        for s, e in regions:
+            self.n_speech += e - s
+            self.speech_sum_sq += mean_square(block[s:e]) * (e - s)
+
+    def result(self) -> AudioQuality:
+        if self.n == 0:
+            return AudioQuality(0.0, 0.0, 0.0, 0.0, -120.0, ("empty",))
+        duration = self.n / self.sr
+        speech_s = self.n_speech / self.sr
+        speech_ratio = self.n_speech / self.n
+        clipped = self.n_clipped / self.n
+        rms_dbfs = 20.0 * np.log10(max(float(np.sqrt(self.sum_sq / self.n)), 1e-6))
+        warnings: list[str] = []
+        if speech_s < SHORT_SPEECH_S:
+            warnings.append(f"short: {speech_s:.1f} s of speech")
+        elif speech_ratio < LOW_SPEECH_RATIO:
+            warnings.append(f"mostly silence: {100 * speech_ratio:.0f}% speech")
+        if clipped >= CLIP_WARN_RATIO:
+            warnings.append(f"clipping: {100 * clipped:.1f}% of samples")
+        if self.n_speech:
+            speech_db = 10.0 * np.log10(max(self.speech_sum_sq / self.n_speech, 1e-12))
+            if speech_db < LOW_LEVEL_DBFS:
+                warnings.append(f"low level: speech at {speech_db:.0f} dBFS")
+        warnings.extend(self.notes)
+        return AudioQuality(
+            duration_s=round(duration, 3),
+            speech_s=round(speech_s, 3),
+            speech_ratio=round(speech_ratio, 4),
+            clipped_ratio=round(clipped, 6),
+            rms_dbfs=round(float(rms_dbfs), 2),
+            warnings=tuple(warnings),
+        )
 
 
-def _flags(
-    energies_db: np.ndarray, range_db: float = VAD_RANGE_DB, floor_dbfs: float = VAD_FLOOR_DBFS
-) -> np.ndarray:
-    ref = float(np.percentile(energies_db, VAD_REF_PERCENTILE))
-    return energies_db > max(ref - range_db, floor_dbfs)
+def assess(
+    wave: np.ndarray, sr: int = SAMPLE_RATE, regions: list[tuple[int, int]] | None = None
+) -> AudioQuality:
+    """Quality figures of one clip plus warnings (short, mostly silence, clipping, low level).
 
-
-def assess(wave: np.ndarray, sr: int = SAMPLE_RATE) -> AudioQuality:
-    """Quality figures of one clip plus warnings (short, mostly silence, clipping, low level)."""
+    Speech is what ``srpl_cli.vad`` detects (``regions``, computed when not given).
+    """
     wave = np.asarray(wave, dtype=np.float32)
-    duration = len(wave) / sr
-    if len(wave) == 0:
-        return AudioQuality(0.0, 0.0, 0.0, 0.0, -120.0, ("empty",))
-    energies = frame_energies_db(wave, sr)
-    flags = _flags(energies)
-    speech_s = min(duration, float(flags.sum()) * VAD_HOP_S)
-    speech_ratio = speech_s / duration if duration > 0 else 0.0
-    clipped = _clipped_ratio(wave)
-    rms = float(np.sqrt(mean_square(wave)))
-    rms_dbfs = 20.0 * np.log10(max(rms, 1e-6))
-    warnings: list[str] = []
-    if speech_s < SHORT_SPEECH_S:
-        warnings.append(f"short: {speech_s:.1f} s of speech")
-    elif speech_ratio < LOW_SPEECH_RATIO:
-        warnings.append(f"mostly silence: {100 * speech_ratio:.0f}% speech")
-    if clipped >= CLIP_WARN_RATIO:
-        warnings.append(f"clipping: {100 * clipped:.1f}% of samples")
-    if flags.any():
-        speech_db = 10.0 * np.log10(np.mean(10.0 ** (energies[flags] / 10.0)))
-        if speech_db < LOW_LEVEL_DBFS:
-            warnings.append(f"low level: speech at {speech_db:.0f} dBFS")
-    return AudioQuality(
-        duration_s=round(duration, 3),
-        speech_s=round(speech_s, 3),
-        speech_ratio=round(speech_ratio, 4),
-        clipped_ratio=round(clipped, 6),
-        rms_dbfs=round(float(rms_dbfs), 2),
-        warnings=tuple(warnings),
-    )
+    meter = QualityMeter(sr)
+    meter.add(wave, speech_regions(wave, sr) if regions is None else regions)
+    return meter.result()
 
 
 def validate(
@@ -242,8 +417,9 @@ def validate(
     """
     if isinstance(path_or_wave, (str, Path, os.PathLike)):
         label: object = path_or_wave
-        wave = load_audio(path_or_wave, sr)
+        wave, note = load_audio_checked(path_or_wave, sr)
     else:
+        note = None
         label = name if name is not None else "<waveform>"
         wave = np.asarray(path_or_wave, dtype=np.float32)
         if wave.ndim != 1:
@@ -253,11 +429,19 @@ def validate(
         if not np.isfinite(wave).all():
             raise AudioError(label, "audio contains NaN or infinite samples")
     quality = assess(wave, sr)
-    peak = float(np.max(np.abs(wave)))
-    if peak < 10 ** (VAD_FLOOR_DBFS / 20) or quality.speech_s == 0.0:
-        raise AudioError(label, "silent: no speech detected")
+    if note is not None:
+        quality = replace(quality, warnings=(*quality.warnings, note))
+    check_audible(quality, float(np.max(np.abs(wave))), label)
     check_speech(quality, min_speech_s, label)
     return wave, quality
+
+
+def check_audible(quality: AudioQuality, peak: float, label: object) -> None:
+    """``AudioError`` for a silent clip (peak below -55 dBFS) or one in which no speech was detected."""
+    if peak < SILENT_PEAK:
+        raise AudioError(label, "silent: no audible sound")
+    if quality.speech_s == 0.0:
+        raise AudioError(label, f"no speech detected (by {detector_name()})")
 
 
 def check_speech(quality: AudioQuality, min_speech_s: float, label: object) -> None:

@@ -15,6 +15,7 @@ from srpl_cli.audio import (
     load_audio,
     save_audio,
     speech_frames,
+    speech_regions,
     validate,
     windows,
 )
@@ -37,6 +38,15 @@ def speechlike(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
     x = sum(np.sin(k * phase) / k for k in range(1, 8))
     env = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
     return (0.2 * env * x + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def real_speech() -> np.ndarray:
+    """A real LibriSpeech read-speech clip (15 s, about 9.5 s of it speech): the detector is a trained
+    speech model, so synthetic "speech-like" signals are (rightly) not speech to it."""
+    from conftest import shared_path
+
+    clip = sorted(shared_path("librispeech-mini", "speakers").glob("*/*.flac"))[0]
+    return load_audio(clip)
 
 
 def peak_freq(wave: np.ndarray, sr: int = SR) -> float:
@@ -139,35 +149,49 @@ def test_silence_rejected(tmp_path: Path) -> None:
 
 
 def test_too_little_speech() -> None:
+    speech = real_speech()
+    start, _ = speech_regions(speech)[0]
     wave = np.zeros(3 * SR, dtype=np.float32)
-    wave[SR : SR + int(0.3 * SR)] = speechlike(0.3)
+    wave[SR : SR + int(0.4 * SR)] = speech[start + SR // 2 : start + SR // 2 + int(0.4 * SR)]
     with pytest.raises(AudioError, match="too little speech") as info:
         validate(wave, name="short.wav")
     assert str(info.value).startswith("short.wav:")
     # the same clip passes with a lower minimum, and assess reports it as short
     _, q = validate(wave, min_speech_s=0.2)
-    assert 0.25 <= q.speech_s <= 0.4
+    assert 0.3 <= q.speech_s <= 0.55
     assert any(w.startswith("short:") for w in q.warnings)
 
 
+def test_no_speech_in_loud_non_speech() -> None:
+    """A loud tone or loud noise is audible but holds no speech: refused with a reason that says so."""
+    with pytest.raises(AudioError, match="no speech detected"):
+        validate(tone(440, 3.0), name="tone.wav")
+    noise = (0.1 * np.random.default_rng(0).standard_normal(3 * SR)).astype(np.float32)
+    with pytest.raises(AudioError, match="no speech detected"):
+        validate(noise, name="noise.wav")
+
+
 def test_assess_good_clip() -> None:
-    wave = np.concatenate([np.zeros(SR // 2, np.float32), speechlike(4.0), np.zeros(SR // 2, np.float32)])
+    speech = real_speech()
+    wave = np.concatenate([np.zeros(SR, np.float32), speech, np.zeros(SR, np.float32)])
     q = assess(wave)
     assert isinstance(q, AudioQuality)
-    assert q.duration_s == pytest.approx(5.0)
-    assert 3.8 <= q.speech_s <= 4.2
-    assert 0.75 <= q.speech_ratio <= 0.85
+    assert q.duration_s == pytest.approx(17.0)
+    # speech between the pauses of read speech: more than half of the clip, never the padding
+    assert 7.0 <= q.speech_s <= 15.0
+    assert q.speech_ratio == pytest.approx(q.speech_s / 17.0, abs=1e-3)
     assert q.clipped_ratio == 0.0 and q.warnings == ()
     d = q.to_dict()
     assert d["warnings"] == [] and set(d) >= {"duration_s", "speech_s", "speech_ratio", "rms_dbfs"}
 
 
 def test_clipping_and_low_level_warnings() -> None:
-    clipped = np.clip(speechlike(3.0) * 8, -1.0, 1.0)
+    speech = real_speech()
+    clipped = np.clip(speech * 8, -1.0, 1.0)
     q = assess(clipped)
     assert q.clipped_ratio > 0.01
     assert any(w.startswith("clipping:") for w in q.warnings)
-    quiet = speechlike(3.0) * 0.01
+    quiet = speech * 0.01
     assert any(w.startswith("low level") for w in assess(quiet).warnings)
 
 
@@ -199,7 +223,7 @@ def test_windows_cover_clip() -> None:
 
 def test_polarity_inverted_stereo_does_not_cancel(tmp_path: Path) -> None:
     """A channel and its inverted copy average to silence; the loudest channel is used instead."""
-    left = speechlike(2.0)
+    left = real_speech()[: 4 * SR]
     path = tmp_path / "inverted.wav"
     sf.write(path, np.stack([left, -0.9 * left], axis=1), SR, subtype="FLOAT")
     out, quality = validate(path)
@@ -209,7 +233,7 @@ def test_polarity_inverted_stereo_does_not_cancel(tmp_path: Path) -> None:
 
 def test_ten_minute_clip_bounded_memory(tmp_path: Path) -> None:
     """A 10-minute clip is validated and windowed without large extra copies."""
-    wave = np.tile(speechlike(10.0), 60)
+    wave = np.tile(real_speech()[: 10 * SR], 60)
     path = tmp_path / "long.flac"
     sf.write(path, wave, SR, subtype="PCM_16")
     tracemalloc.start()
