@@ -163,14 +163,19 @@ def run_meetings(args) -> dict:
     speakers = sorted(p.name for p in DATA.iterdir() if p.is_dir())
     root = Path(tempfile.mkdtemp(prefix="srpl-segments-"))
     ws = Workspace(root / "ws")
-    penalties = [float(x) for x in str(args.switch_penalty).split(",")]
+    combos = [
+        (float(mp), float(p), float(mc))
+        for mp in str(args.min_pause).split(",")
+        for p in str(args.switch_penalty).split(",")
+        for mc in str(args.min_cluster).split(",")
+    ]
     cache = WindowCache(root / "window-cache")  # later settings reuse the first pass's windows
-    rows: dict[float, list] = {p: [] for p in penalties}
+    rows: dict[tuple, list] = {c: [] for c in combos}
     clip_cache: dict[Path, np.ndarray] = {}
     for m in range(args.meetings):
         rng = np.random.default_rng(args.seed * 1000 + m)
         chosen = [speakers[i] for i in rng.permutation(len(speakers))[:6]]
-        enrolled, strangers = chosen[:4], chosen[4:]
+        enrolled = chosen[:4]  # chosen[4:] are the strangers
         name = f"m{m}"
         tune_model(ws, name, enrolled, args.shots, args.method, root)
         pools = {}
@@ -181,8 +186,16 @@ def run_meetings(args) -> dict:
         path = root / f"meeting-{m}.flac"
         sf.write(str(path), wave, SR, subtype="PCM_16")
         seg = load_segmenter(ws, name)
-        for p in penalties:
-            params = SegmentParams(window_s=args.window, hop_s=args.hop, switch_penalty=p, pause_s=args.pause)
+        for combo in combos:
+            mp, p, mc = combo
+            params = SegmentParams(
+                window_s=args.window,
+                hop_s=args.hop,
+                switch_penalty=p,
+                pause_s=args.pause,
+                min_pause_s=mp,
+                min_cluster_s=mc,
+            )
             t0, c0 = time.perf_counter(), time.process_time()
             result = identify_segments(
                 path,
@@ -195,34 +208,42 @@ def run_meetings(args) -> dict:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             row = score_meeting(turns, result, set(enrolled))
             row["cluster_threshold"] = seg.cluster_threshold
-            if p == penalties[0]:  # the first pass embeds (cache miss): that one is timed
+            if p == combos[0][1] and mc == combos[0][2]:  # a first pass embeds (cache miss): timed
                 row.update(speed=result.duration_s / wall, speed_cpu=result.duration_s / cpu)
-            rows[p].append(row)
+            rows[combo].append(row)
             print(
-                f"meeting {m} penalty {p:g}: {row['duration_s']:.0f} s, {row['n_turns']} turns, IER "
+                f"meeting {m} min-pause {mp:g} penalty {p:g} min-cluster {mc:g}: {row['duration_s']:.0f} s, {row['n_turns']} turns, IER "
                 f"{100 * row['ier']:.1f} % (miss {100 * row['missed']:.1f}, fa {100 * row['false_alarm']:.1f}, "
                 f"conf {100 * row['confusion']:.1f}), unknown named {100 * row['unknown_named']:.1f} %, turns "
                 f"{100 * row['turn_accuracy']:.0f} %, strangers {row['n_unknown_clusters']} (DER "
                 f"{100 * row['stranger_der']:.0f} %, tau {seg.cluster_threshold:.3f})"
-                + (f", {row['speed']:.0f}x real time ({row['speed_cpu']:.0f}x per CPU-second)" if "speed" in row else ""),
+                + (
+                    f", {row['speed']:.0f}x real time ({row['speed_cpu']:.0f}x per CPU-second)"
+                    if "speed" in row
+                    else ""
+                ),
                 flush=True,
             )
     keys = ["ier", "missed", "false_alarm", "confusion", "unknown_named", "turn_accuracy", "stranger_der"]
     summaries = {}
-    print(f"\n{args.meetings} meetings, seed {args.seed}, turns {args.turn}, overlap {args.overlap} s, "
-          f"window {args.window} s, hop {args.hop} s:")
-    for p, rs in rows.items():
+    print(
+        f"\n{args.meetings} meetings, seed {args.seed}, turns {args.turn}, overlap {args.overlap} s, "
+        f"window {args.window} s, hop {args.hop} s:"
+    )
+    for (mp, p, mc), rs in rows.items():
         summary = {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))) for k in keys}
         summary["clusters"] = [r["n_unknown_clusters"] for r in rs]
-        print(f" switch penalty {p:g}: " + ", ".join(
-            f"{k} {100 * summary[k][0]:.2f} +- {100 * summary[k][1]:.2f} %" for k in keys))
+        print(
+            f" min-pause {mp:g} switch penalty {p:g} min-cluster {mc:g}: "
+            + ", ".join(f"{k} {100 * summary[k][0]:.2f} +- {100 * summary[k][1]:.2f} %" for k in keys)
+        )
         print(f"   stranger clusters per meeting (true 2): {summary['clusters']}")
-        summaries[p] = summary
-    timed = rows[penalties[0]]
+        summaries[f"min_pause={mp:g},penalty={p:g},min_cluster={mc:g}"] = summary
+    timed = [r for rs in rows.values() for r in rs if "speed" in r]
     for k in ("speed", "speed_cpu"):
         v = [r[k] for r in timed]
         print(f" {k}: {np.mean(v):.1f}x +- {np.std(v):.1f} (min {np.min(v):.1f}x)")
-    return {"rows": rows, "summary": summaries, "root": str(root)}
+    return {"rows": {str(k): v for k, v in rows.items()}, "summary": summaries, "root": str(root)}
 
 
 # ---------------------------------------------------------------- long recordings: speed and memory
@@ -240,8 +261,17 @@ def _child(path: str, ws: str, model: str) -> None:
     r = identify_segments(path, seg.backend, seg.backbone, cluster_threshold=seg.cluster_threshold)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"duration_s": r.duration_s, "wall_s": wall, "rss_before_mb": before / 1024,
-                      "peak_rss_mb": peak / 1024, "segments": len(r.segments)}))
+    print(
+        json.dumps(
+            {
+                "duration_s": r.duration_s,
+                "wall_s": wall,
+                "rss_before_mb": before / 1024,
+                "peak_rss_mb": peak / 1024,
+                "segments": len(r.segments),
+            }
+        )
+    )
 
 
 def run_long(args) -> dict:
@@ -265,7 +295,9 @@ def run_long(args) -> dict:
                 fh.write(wave)
                 written += len(wave)
         cmd = [sys.executable, __file__, "--child", str(path), str(ws.root), "long"]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
         fig = json.loads(res.stdout.strip().splitlines()[-1])
         fig["speed"] = fig["duration_s"] / fig["wall_s"]
         print(
@@ -291,6 +323,8 @@ def main() -> None:
     ap.add_argument("--hop", type=float, default=None)
     ap.add_argument("--switch-penalty", default=None, help="one value or a list: 0,1,2,4")
     ap.add_argument("--pause", type=float, default=None)
+    ap.add_argument("--min-pause", default=None, help="one value or a list")
+    ap.add_argument("--min-cluster", default=None, help="one value or a list")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--long", type=float, default=0, help="also time a recording this many minutes long")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
@@ -314,6 +348,8 @@ def main() -> None:
     args.hop = d.hop_s if args.hop is None else args.hop
     args.switch_penalty = d.switch_penalty if args.switch_penalty is None else args.switch_penalty
     args.pause = d.pause_s if args.pause is None else args.pause
+    args.min_pause = d.min_pause_s if args.min_pause is None else args.min_pause
+    args.min_cluster = d.min_cluster_s if args.min_cluster is None else args.min_cluster
     args.turn = tuple(float(x) for x in args.turn.split(","))
     figures = {"args": {k: v for k, v in vars(args).items() if k not in ("json", "child")}}
     if args.meetings:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -24,15 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from srpl_cli.audio import AUDIO_PARAMS_VERSION, SAMPLE_RATE
+from srpl_cli.audio import AUDIO_PARAMS_VERSION, SAMPLE_RATE, audio_duration, iter_blocks
 from srpl_cli.clustering import FALLBACK_THRESHOLD, cluster_segments, same_speaker_threshold
 from srpl_cli.errors import AudioError, DataError, UsageError
-
-try:  # the front-end issue's speech detector and streamed reader
-    from srpl_cli.audio import audio_duration, iter_blocks
-    from srpl_cli.vad import detector_name, speech_regions
-except ImportError:  # pragma: no cover - until that branch is merged
-    from srpl_cli._front_end_shim import audio_duration, detector_name, iter_blocks, speech_regions
+from srpl_cli.vad import detector_name, speech_regions
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +52,17 @@ class SegmentParams:
         per-window evidence (scores are divided by their spread over the recording, see ``smooth``).
     pause_s: a pause at least this long between windows makes a change of speaker free of that cost
         (turns usually change at pauses).
+    min_pause_s: speech regions closer than this are one region (the detector splits sentences at
+        breaths and word gaps; a segment should not).
     min_cluster_s: unknown segments shorter than this join the nearest stranger instead of founding one.
     """
 
     window_s: float = 1.6
-    hop_s: float = 0.4
+    hop_s: float = 0.8
     switch_penalty: float = 2.0
     pause_s: float = 0.5
-    min_cluster_s: float = 1.0
+    min_pause_s: float = 1.0
+    min_cluster_s: float = 3.0
 
     def check(self) -> SegmentParams:
         if not (0.2 <= self.window_s <= 10.0):
@@ -74,7 +71,7 @@ class SegmentParams:
             raise UsageError("--hop must be between 0.05 s and the window length")
         if self.switch_penalty < 0:
             raise UsageError("--switch-penalty must be 0 or more")
-        if self.pause_s < 0 or self.min_cluster_s < 0:
+        if self.pause_s < 0 or self.min_cluster_s < 0 or self.min_pause_s < 0:
             raise UsageError("pause and cluster durations must be 0 or more")
         return self
 
@@ -162,6 +159,17 @@ class WindowTrack:
     sr: int = SAMPLE_RATE
 
 
+def bridge(regions: list[tuple[int, int]], min_gap: int) -> list[tuple[int, int]]:
+    """``regions`` with gaps shorter than ``min_gap`` samples closed."""
+    out: list[tuple[int, int]] = []
+    for a, b in regions:
+        if out and a - out[-1][1] < min_gap:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def window_bounds(start: int, end: int, window: int, hop: int) -> list[tuple[int, int]]:
     """Windows of ``window`` samples every ``hop`` in [start, end); the last ends at ``end``.
 
@@ -195,7 +203,7 @@ class WindowCache:
             file_sha256(path),
             backbone_id,
             detector_name(),
-            f"w{params.window_s:g}h{params.hop_s:g}",
+            f"w{params.window_s:g}h{params.hop_s:g}p{params.min_pause_s:g}",
             f"a{AUDIO_PARAMS_VERSION}s{SEGMENTS_VERSION}",
         ]
         digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -246,6 +254,7 @@ def embed_windows(
     sr = SAMPLE_RATE
     window = int(round(params.window_s * sr))
     hop = int(round(params.hop_s * sr))
+    min_gap = int(round(params.min_pause_s * sr))
     total_s = int(np.ceil(audio_duration(path)))
     regions: list[tuple[int, int]] = []
     bounds: list[tuple[int, int]] = []
@@ -278,17 +287,21 @@ def embed_windows(
         n_samples = offset + len(block)
         buf = np.concatenate([carry, block]) if len(carry) else block
         buf_off = carry_off if len(carry) else offset
-        found = speech_regions(buf, sr)
+        found = bridge(speech_regions(buf, sr), min_gap)
         carry = np.zeros(0, dtype=np.float32)
         # the last region touching the block's end may go on in the next block
-        if found and found[-1][1] >= len(buf) - int(0.05 * sr) and found[-1][1] - found[-1][0] < MAX_CARRY_S * sr:
+        if (
+            found
+            and found[-1][1] >= len(buf) - int(0.05 * sr)
+            and found[-1][1] - found[-1][0] < MAX_CARRY_S * sr
+        ):
             a = found.pop()[0]
             carry, carry_off = np.array(buf[a:], dtype=np.float32), buf_off + a
         take(buf, buf_off, found)
         if progress is not None:
             progress(min(total_s, int(n_samples / sr)), total_s)
     if len(carry):
-        take(carry, carry_off, speech_regions(carry, sr))
+        take(carry, carry_off, bridge(speech_regions(carry, sr), min_gap))
     flush()
     dim = backbone.dim
     return WindowTrack(
@@ -525,7 +538,3 @@ def load_segmenter(
     except (OSError, DataError) as exc:
         log.warning("no window cache (%s)", exc)
     return Segmenter(backend, bb, float(cluster_threshold), cache, model_name or DEFAULT_MODEL, mv.version)
-
-
-def write_json_lines(result: SegmentsResult) -> str:
-    return "".join(json.dumps(r) + "\n" for r in result.records())

@@ -10,7 +10,7 @@ import soundfile as sf
 from srpl_cli import segments as seg_mod
 from srpl_cli.clustering import cluster_segments, same_speaker_threshold
 from srpl_cli.rttm import format_rttm, parse_rttm
-from srpl_cli.segments import SegmentParams, Segment, identify_segments, viterbi, window_bounds
+from srpl_cli.segments import Segment, SegmentParams, identify_segments, viterbi, window_bounds
 from tests.conftest import shared_path
 
 SR = 16000
@@ -39,7 +39,9 @@ def test_viterbi_penalty_removes_blips_and_pauses_allow_changes():
 def test_clustering_stops_at_the_threshold_and_numbers_by_appearance():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(32), rng.standard_normal(32)
-    X = np.stack([b + 0.1 * rng.standard_normal(32) for _ in range(3)] + [a + 0.1 * rng.standard_normal(32)] * 2)
+    X = np.stack(
+        [b + 0.1 * rng.standard_normal(32) for _ in range(3)] + [a + 0.1 * rng.standard_normal(32)] * 2
+    )
     labels = cluster_segments(X, [3.0] * 5, threshold=0.8)
     assert labels.tolist() == [0, 0, 0, 1, 1]
     assert cluster_segments(X, [3.0] * 5, threshold=-1.0).tolist() == [0] * 5  # merge everything
@@ -67,7 +69,9 @@ def test_rttm_round_trips_through_pyannote(tmp_path):
     path = tmp_path / "m.rttm"
     path.write_text(format_rttm("my meeting", turns))
     ann = load_rttm(str(path))["my_meeting"]
-    got = sorted((round(s.start, 3), round(s.end, 3), label) for s, _, label in ann.itertracks(yield_label=True))
+    got = sorted(
+        (round(s.start, 3), round(s.end, 3), label) for s, _, label in ann.itertracks(yield_label=True)
+    )
     assert got == [(0.5, 3.25, "alice"), (4.0, 9.5, "unknown-1"), (10.0, 12.0, "bob_smith")]
     back = parse_rttm(path.read_text())
     assert [(t.start, t.start + t.duration, t.speaker) for t in back][:2] == turns[:2]
@@ -86,8 +90,11 @@ def test_timeline_png(tmp_path):
     pytest.importorskip("matplotlib")
     from srpl_cli.plots import plot_timeline
 
-    png = plot_timeline([(0, 3, "alice"), (3.5, 7, "unknown-1"), (8, 90, "bob")], tmp_path / "t.png",
-                        speakers=["alice", "bob", "carol"])
+    png = plot_timeline(
+        [(0, 3, "alice"), (3.5, 7, "unknown-1"), (8, 90, "bob")],
+        tmp_path / "t.png",
+        speakers=["alice", "bob", "carol"],
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -163,8 +170,9 @@ def test_meeting_names_the_enrolled_and_reads_in_blocks(tuned, tmp_path, monkeyp
     segmenter = seg_mod.load_segmenter(ws)
     whole = segmenter(rec)
     monkeypatch.setattr(seg_mod, "BLOCK_S", 7.0)  # speech runs over block ends: carried, not cut
-    blocks = identify_segments(rec, segmenter.backend, segmenter.backbone,
-                               cluster_threshold=segmenter.cluster_threshold)
+    blocks = identify_segments(
+        rec, segmenter.backend, segmenter.backbone, cluster_threshold=segmenter.cluster_threshold
+    )
     for result in (whole, blocks):
         for t0, t1, who in turns:
             inside = [s for s in result.segments if s.start < t1 and s.end > t0]

@@ -45,7 +45,9 @@ def identify(
     ] = False,
     rttm: Annotated[
         bool,
-        typer.Option("--rttm", help="With --segments: print NIST RTTM on stdout.", rich_help_panel="Segments"),
+        typer.Option(
+            "--rttm", help="With --segments: print NIST RTTM on stdout.", rich_help_panel="Segments"
+        ),
     ] = False,
     plot: Annotated[
         Path | None,
