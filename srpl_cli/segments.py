@@ -55,6 +55,10 @@ class SegmentParams:
     min_pause_s: speech regions closer than this are one region (the detector splits sentences at
         breaths and word gaps; a segment should not).
     min_cluster_s: unknown segments shorter than this join the nearest stranger instead of founding one.
+    decision: "segment" (default): the smoothed windows only place the boundaries; each segment is then
+        identified like a clip, from the mean of its window embeddings (the d-vector of a clip is the mean
+        of its partials), against the threshold calibrated on clips. "window": the smoothed window
+        labels are the answer.
     """
 
     window_s: float = 1.6
@@ -63,6 +67,7 @@ class SegmentParams:
     pause_s: float = 0.5
     min_pause_s: float = 1.0
     min_cluster_s: float = 3.0
+    decision: str = "segment"
 
     def check(self) -> SegmentParams:
         if not (0.2 <= self.window_s <= 10.0):
@@ -71,6 +76,8 @@ class SegmentParams:
             raise UsageError("--hop must be between 0.05 s and the window length")
         if self.switch_penalty < 0:
             raise UsageError("--switch-penalty must be 0 or more")
+        if self.decision not in ("segment", "window"):
+            raise UsageError("decision must be 'segment' or 'window'")
         if self.pause_s < 0 or self.min_cluster_s < 0 or self.min_pause_s < 0:
             raise UsageError("pause and cluster durations must be 0 or more")
         return self
@@ -387,6 +394,55 @@ def _runs(track: WindowTrack, states: np.ndarray) -> list[tuple[int, int, int, n
     return out
 
 
+def _decide(
+    runs: list[tuple[int, int, int, np.ndarray]],
+    E: np.ndarray,
+    track: WindowTrack,
+    backend: Any,
+    threshold: float,
+    K: int,
+) -> list[tuple[int, int, int, np.ndarray]]:
+    """Each run identified like a clip (mean of its windows' embeddings vs the threshold); neighbouring
+    runs of one region that end up with the same answer become one."""
+    S = backend.decision_function(np.stack([E[idx].mean(axis=0) for *_, idx in runs]))
+    best = S.argmax(axis=1)
+    states = np.where(S.max(axis=1) >= threshold, best, K)
+    merged: list[tuple[int, int, int, np.ndarray]] = []
+    for (a, b, _, idx), state in zip(runs, states, strict=True):
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and prev[2] == state
+            and prev[1] == a
+            and track.region_of[prev[3][-1]] == track.region_of[idx[0]]
+        ):
+            merged[-1] = (prev[0], b, int(state), np.concatenate([prev[3], idx]))
+        else:
+            merged.append((a, b, int(state), idx))
+    return merged
+
+
+def _run_scores(
+    runs: list[tuple[int, int, int, np.ndarray]],
+    E: np.ndarray,
+    window_scores: np.ndarray,
+    backend: Any,
+    K: int,
+    decision: str,
+) -> list[float]:
+    """A segment's score for its speaker (for a stranger: the best enrolled speaker's score), from the
+    segment's mean embedding ("segment") or as the mean of its windows' scores ("window")."""
+    if not runs:
+        return []
+    if decision == "segment":
+        S = backend.decision_function(np.stack([E[idx].mean(axis=0) for *_, idx in runs]))
+    else:
+        S = np.stack([window_scores[idx].mean(axis=0) for *_, idx in runs])
+    return [
+        float(row.max() if state == K else row[state]) for row, (_, _, state, _) in zip(S, runs, strict=True)
+    ]
+
+
 def identify_segments(
     path: str | Path,
     backend: Any,
@@ -429,29 +485,26 @@ def identify_segments(
     scores = (
         backend.decision_function(track.embeddings) if len(track.embeddings) else np.zeros((0, len(names)))
     )
-    states = smooth(scores, thr, track, params)
-    runs = _runs(track, states)
+    from srpl_cli.backends.cosine import l2_normalize
+
     K = len(names)
     sr = track.sr
+    E = l2_normalize(track.embeddings)
+    runs = _runs(track, smooth(scores, thr, track, params))
+    if params.decision == "segment" and runs:
+        runs = _decide(runs, E, track, backend, thr, K)
+    run_scores = _run_scores(runs, E, scores, backend, K, params.decision)
     unknown_runs = [i for i, r in enumerate(runs) if r[2] == K]
     labels: dict[int, str] = {}
     if unknown_runs:
-        from srpl_cli.backends.cosine import l2_normalize
-
-        E = l2_normalize(track.embeddings)
         emb = np.stack([E[runs[i][3]].mean(axis=0) for i in unknown_runs])
         durs = [(runs[i][1] - runs[i][0]) / sr for i in unknown_runs]
         groups = cluster_segments(emb, durs, tau, params.min_cluster_s)
         labels = {i: f"{UNKNOWN}-{g + 1}" for i, g in zip(unknown_runs, groups, strict=True)}
-    segments = []
-    for i, (a, b, state, idx) in enumerate(runs):
-        if state == K:
-            score = float(scores[idx].max(axis=1).mean())
-            who = labels[i]
-        else:
-            score = float(scores[idx, state].mean())
-            who = names[state]
-        segments.append(Segment(a / sr, b / sr, who, score))
+    segments = [
+        Segment(a / sr, b / sr, labels[i] if state == K else names[state], run_scores[i])
+        for i, (a, b, state, _) in enumerate(runs)
+    ]
     speech = float((track.regions[:, 1] - track.regions[:, 0]).sum() / sr) if len(track.regions) else 0.0
     return SegmentsResult(
         path=str(path),
