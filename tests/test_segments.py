@@ -193,3 +193,16 @@ def test_window_cache_gives_the_same_answer(tuned, tmp_path):
     assert [s.to_dict() for s in first.segments] == [s.to_dict() for s in second.segments]
     assert list((ws.cache_dir / "segments").rglob("*.npz"))
     assert isinstance(first.segments[0], Segment)
+
+
+def test_any_method_gives_the_same_kind_of_answer(tuned, tmp_path):
+    """Only decision_function / threshold_ / classes_ are used: a plain cosine model works the same way."""
+    from srpl_cli import pipeline
+
+    ws, dirs, root = tuned
+    pipeline.tune(root / "enroll", ws, shots=3, backbone="dvector", method="cosine", model_name="cos")
+    rec = tmp_path / "two.flac"
+    stitch(rec, [("a", _clips(dirs[0], [6])[0]), ("z", _clips(dirs[9], [3])[0])])
+    result = seg_mod.load_segmenter(ws, "cos")(rec)
+    said = [s.speaker for s in result.segments]
+    assert said[0] == dirs[0].name and said[-1] == "unknown-1"
