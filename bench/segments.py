@@ -138,6 +138,7 @@ def score_meeting(turns, result, enrolled, collar=0.25):
         "n_unknown_clusters": len({s.speaker for s in result.segments if s.is_unknown}),
         "stranger_der": float(stranger_der),
         "duration_s": result.duration_s,
+        "overlapped": ref_true.get_overlap().duration() / ref_true.get_timeline().support().duration(),
     }
 
 
@@ -226,7 +227,16 @@ def run_meetings(args) -> dict:
                 ),
                 flush=True,
             )
-    keys = ["ier", "missed", "false_alarm", "confusion", "unknown_named", "turn_accuracy", "stranger_der"]
+    keys = [
+        "ier",
+        "missed",
+        "false_alarm",
+        "confusion",
+        "unknown_named",
+        "turn_accuracy",
+        "stranger_der",
+        "overlapped",
+    ]
     summaries = {}
     print(
         f"\n{args.meetings} meetings, seed {args.seed}, turns {args.turn}, overlap {args.overlap} s, "

@@ -255,8 +255,9 @@ def embed_windows(
 ) -> WindowTrack:
     """Stream ``path``: find speech, cut windows and embed them in batches (memory flat in duration).
 
-    A speech region still open at a block's end is carried (up to ``MAX_CARRY_S``) into the next block
-    and the detector runs again over carry + block, so windows never straddle a cut nobody chose.
+    A speech region still open at a block's end (or closer to it than ``min_pause_s``) is carried, up to
+    ``MAX_CARRY_S``, into the next block and the detector runs again over carry + block, so a region is
+    not cut where a block happens to end (a longer one is: it then counts as two regions).
     """
     sr = SAMPLE_RATE
     window = int(round(params.window_s * sr))
@@ -296,10 +297,10 @@ def embed_windows(
         buf_off = carry_off if len(carry) else offset
         found = bridge(speech_regions(buf, sr), min_gap)
         carry = np.zeros(0, dtype=np.float32)
-        # the last region touching the block's end may go on in the next block
+        # the last region ending near the block's end may go on (or be bridged) in the next block
         if (
             found
-            and found[-1][1] >= len(buf) - int(0.05 * sr)
+            and found[-1][1] >= len(buf) - max(min_gap, int(0.05 * sr))
             and found[-1][1] - found[-1][0] < MAX_CARRY_S * sr
         ):
             a = found.pop()[0]
