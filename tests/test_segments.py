@@ -206,3 +206,14 @@ def test_any_method_gives_the_same_kind_of_answer(tuned, tmp_path):
     result = seg_mod.load_segmenter(ws, "cos")(rec)
     said = [s.speaker for s in result.segments]
     assert said[0] == dirs[0].name and said[-1] == "unknown-1"
+
+
+def test_cli_help_states_the_real_defaults():
+    import inspect
+
+    from srpl_cli.cli import identify as cli_identify
+
+    src = inspect.getsource(cli_identify)
+    d = SegmentParams()
+    for text in (f"(default {d.window_s:g})", f"(default {d.hop_s:g})", f"(default {d.switch_penalty:g};"):
+        assert text in src

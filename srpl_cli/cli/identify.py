@@ -58,16 +58,20 @@ def identify(
         ),
     ] = None,
     window: Annotated[
-        float | None, typer.Option("--window", help="Analysis window in seconds.", rich_help_panel="Segments")
+        float | None,
+        typer.Option(
+            "--window", help="Analysis window in seconds (default 1.6).", rich_help_panel="Segments"
+        ),
     ] = None,
     hop: Annotated[
-        float | None, typer.Option("--hop", help="Window step in seconds.", rich_help_panel="Segments")
+        float | None,
+        typer.Option("--hop", help="Window step in seconds (default 0.8).", rich_help_panel="Segments"),
     ] = None,
     switch_penalty: Annotated[
         float | None,
         typer.Option(
             "--switch-penalty",
-            help="Smoothing: cost of a change of speaker without a pause (0 = none; higher = fewer changes).",
+            help="Smoothing: cost of a change of speaker without a pause (default 2; 0 = none; higher = fewer changes).",
             rich_help_panel="Segments",
         ),
     ] = None,
