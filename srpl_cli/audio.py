@@ -179,25 +179,28 @@ def _scale_note(peak: float) -> str | None:
 
 
 def iter_blocks(
-    path: str | Path, block_s: float = 60.0, target_sr: int = SAMPLE_RATE
+    path: str | Path, block_s: float = 60.0, target_sr: int = SAMPLE_RATE, notes: list[str] | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream ``path`` as ``(offset, block)``: mono float32 at ``target_sr``, ``offset`` in output samples.
 
     Memory stays flat with duration (one block plus a little resampling context). The blocks,
     concatenated, equal ``load_audio(path, target_sr)`` to float rounding: each block is resampled
     with enough real neighbouring samples on both sides (zeros only at the file's ends, exactly as a
-    whole-file resample pads), and block edges fall on whole periods of the rate ratio. Raises
+    whole-file resample pads), and block edges fall on whole periods of the rate ratio. Float samples
+    far outside [-1, 1] are scaled to peak 1 as ``load_audio`` does, with a line added to ``notes``. Raises
     ``AudioError`` for an unreadable file or NaN/infinite samples (the blocks before it were yielded).
     """
     path = check_regular_file(path)
     fh = _open(path)
     try:
-        yield from _blocks(path, fh, block_s, target_sr)
+        yield from _blocks(path, fh, block_s, target_sr, notes)
     finally:
         fh.close()
 
 
-def _blocks(path: Path, fh: Any, block_s: float, target_sr: int) -> Iterator[tuple[int, np.ndarray]]:
+def _blocks(
+    path: Path, fh: Any, block_s: float, target_sr: int, notes: list[str] | None
+) -> Iterator[tuple[int, np.ndarray]]:
     sr = int(fh.samplerate)
     g = math.gcd(sr, target_sr)
     up, down = target_sr // g, sr // g  # output samples per `down` input samples
@@ -207,6 +210,9 @@ def _blocks(path: Path, fh: Any, block_s: float, target_sr: int) -> Iterator[tup
     block = max(down, int(block_s * sr) // down * down)
     peak = _float_peak(path, fh)
     scale = 1.0 / peak if peak > OVER_RANGE_PEAK else 1.0
+    note = _scale_note(peak)
+    if note is not None and notes is not None:
+        notes.append(note)
     buf = np.zeros(context, dtype=np.float32)  # [context | block | context]: zeros before the start
     eof = False
     offset = 0

@@ -10,6 +10,8 @@ Audio enrollment data is ``<root>/<speaker>/<clip>.<ext>`` or a CSV manifest wit
 from __future__ import annotations
 
 import csv
+import logging
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from srpl_cli.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("emb_train", "emb_test", "emb_train_unknown_control")
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64", ".caf"}
@@ -150,19 +154,89 @@ def is_audio_file(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
 
 
-def read_speaker_folders(root: str | Path, min_speakers: int = 1) -> dict[str, list[Path]]:
-    """``root/<speaker>/<clip>`` or a CSV manifest (``path,speaker``) -> speaker -> sorted clip paths."""
+def walk_audio(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """(audio files, other files, unreadable folders with the reason) under ``root``, recursively.
+
+    Unlike ``Path.rglob``, which skips a folder it cannot read without a word, every unreadable
+    folder is reported. Hidden files and folders are ignored; symlinked folders are followed once.
+    """
+    audio: list[Path] = []
+    other: list[Path] = []
+    errors: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def onerror(exc: OSError) -> None:
+        errors.append((Path(exc.filename) if exc.filename else root, exc.strerror or str(exc)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            f = Path(dirpath) / name
+            if name.startswith(".") or not f.is_file():
+                continue
+            (audio if f.suffix.lower() in AUDIO_EXTENSIONS else other).append(f)
+    return sorted(audio), sorted(other), errors
+
+
+def _no_clip_reason(other: list[Path], errors: list[tuple[Path, str]]) -> str:
+    if errors and not other:
+        return f"cannot read {errors[0][0]} ({errors[0][1]})"
+    if other:
+        kinds = sorted({f.suffix.lower() or "(no extension)" for f in other})
+        return (
+            f"no supported audio ({len(other)} file(s) of type {', '.join(kinds)}; "
+            f"supported: {', '.join(sorted(AUDIO_EXTENSIONS))})"
+        )
+    return "empty folder"
+
+
+def read_speaker_folders(
+    root: str | Path, min_speakers: int = 1, allow_missing: bool = False
+) -> dict[str, list[Path]]:
+    """``root/<speaker>/<clip>`` or a CSV manifest (``path,speaker``) -> speaker -> sorted clip paths.
+
+    A speaker folder that yields no clip (unreadable, only unsupported files such as .m4a, empty) is
+    an error naming it, or with ``allow_missing`` a warning and the speaker is left out. An unreadable
+    sub-folder is a warning. Two speakers whose names differ only in case (``alice``/``Alice``) are
+    a warning: they are two people to srpl.
+    """
     root = Path(root)
     if root.is_file():
         return read_manifest(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory or CSV manifest")
     speakers: dict[str, list[Path]] = {}
-    loose = [p for p in root.iterdir() if is_audio_file(p)]
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        clips = sorted(p for p in d.rglob("*") if is_audio_file(p))
+    missing: dict[str, str] = {}
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise DataError(f"{root}: cannot read folder ({exc.strerror or exc})") from None
+    loose = [p for p in entries if is_audio_file(p)]
+    for d in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
+        clips, other, errors = walk_audio(d)
+        for folder, reason in errors:
+            if clips:
+                logger.warning(
+                    "speaker '%s': cannot read %s (%s): its clips are left out", d.name, folder, reason
+                )
         if clips:
             speakers[d.name] = clips
+        else:
+            missing[d.name] = _no_clip_reason(other, errors)
+    if missing and (speakers or not loose):
+        listed = "; ".join(f"'{s}': {r}" for s, r in missing.items())
+        if not allow_missing:
+            raise DataError(
+                f"{root}: {len(missing)} speaker folder(s) with no usable clip: {listed}",
+                hint="fix or remove them, or pass --allow-missing to go on without them",
+            )
+        for s, r in missing.items():
+            logger.warning("speaker '%s' left out: %s", s, r)
     if not speakers:
         hint = (
             " (found audio files directly in it: put each speaker's clips in their own folder)"
@@ -170,9 +244,24 @@ def read_speaker_folders(root: str | Path, min_speakers: int = 1) -> dict[str, l
             else ""
         )
         raise DataError(f"{root}: expected one folder per speaker with audio clips inside{hint}")
+    warn_case_collisions(speakers)
     if len(speakers) < min_speakers:
         raise DataError(f"{root}: found {len(speakers)} speaker folder(s), need at least {min_speakers}")
     return speakers
+
+
+def warn_case_collisions(speakers: dict[str, list[Path]]) -> None:
+    """Warn about speaker names that differ only in letter case: srpl keeps them apart."""
+    by_lower: dict[str, list[str]] = {}
+    for name in speakers:
+        by_lower.setdefault(name.casefold(), []).append(name)
+    for names in by_lower.values():
+        if len(names) > 1:
+            logger.warning(
+                "speakers %s differ only in letter case: they are enrolled as %d different people",
+                " and ".join(repr(n) for n in sorted(names)),
+                len(names),
+            )
 
 
 def read_manifest(path: Path) -> dict[str, list[Path]]:
@@ -215,6 +304,7 @@ def read_manifest(path: Path) -> dict[str, list[Path]]:
         raise DataError(f"{path}: cannot read manifest ({exc.strerror or exc})") from None
     if not speakers:
         raise DataError(f"{path}: manifest lists no clips")
+    warn_case_collisions(speakers)
     return speakers
 
 
@@ -227,7 +317,9 @@ def collect_audio(paths: list[str | Path], problems: list[tuple[Path, str]] | No
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if is_audio_file(f))
+            found, _, errors = walk_audio(p)
+            for folder, reason in errors:
+                logger.warning("cannot read %s (%s): its clips are skipped", folder, reason)
             if not found:
                 if problems is None:
                     raise DataError(f"{p}: no audio files in this directory")

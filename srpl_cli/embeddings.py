@@ -1,8 +1,12 @@
 """Batch extraction of clip embeddings with a content-addressed cache: no clip is ever embedded twice.
 
-The cache key is the sha256 of the file's bytes + the backbone's identifier (weights) + the audio
-decoding version, so renaming or moving a clip keeps its embedding and changing the model or the decoder
-invalidates it. Entries are written atomically; a corrupt entry reads as missing and is recomputed.
+The cache key is the sha256 of the file's bytes + the backbone's identifier (weights, front end) + the
+audio decoding version + the speech detector (``silero-vad X.Y.Z`` or ``energy``), so renaming or moving
+a clip keeps its embedding and changing the model, the decoder or the detector invalidates it. Entries
+are written atomically; a corrupt entry reads as missing and is recomputed.
+
+Clips longer than ``LONG_CLIP_S`` are never decoded whole: they are read, checked and embedded in
+``STREAM_BLOCK_S`` blocks (``audio.iter_blocks``), so peak memory does not grow with their duration.
 """
 
 from __future__ import annotations
@@ -19,15 +23,30 @@ from pathlib import Path
 import numpy as np
 
 from srpl_cli._io import atomic_write_bytes
-from srpl_cli.audio import AUDIO_PARAMS_VERSION, AudioQuality, check_speech, validate
+from srpl_cli.audio import (
+    AUDIO_PARAMS_VERSION,
+    AudioQuality,
+    QualityMeter,
+    audio_duration,
+    check_audible,
+    check_regular_file,
+    check_speech,
+    iter_blocks,
+    validate,
+)
 from srpl_cli.backbones.base import Backbone
 from srpl_cli.errors import AudioError
+from srpl_cli.vad import detector_name, speech_regions, speech_seconds
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 #: a batch goes to the backbone early rather than hold more decoded samples than this (10 min at 16 kHz),
 #: so a folder of hour-long recordings never holds ``batch_size`` of them in memory at once
 MAX_PENDING_SAMPLES = 10 * 60 * 16000
+#: clips longer than this (seconds, from the header) are embedded block by block, never loaded whole
+LONG_CLIP_S = 180.0
+#: block length for those: the embedding is the speech-weighted mean of the blocks' embeddings
+STREAM_BLOCK_S = 60.0
 
 
 def file_sha256(path: str | Path) -> str:
@@ -48,7 +67,8 @@ class EmbeddingCache:
 
     def _dir(self, backbone_id: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id).strip("_") or "backbone"
-        return self.root / f"{safe}__audio-v{AUDIO_PARAMS_VERSION}"
+        detector = re.sub(r"[^A-Za-z0-9._-]+", "-", detector_name())
+        return self.root / f"{safe}__audio-v{AUDIO_PARAMS_VERSION}__{detector}"
 
     def path(self, content_hash: str, backbone_id: str) -> Path:
         return self._dir(backbone_id) / content_hash[:2] / f"{content_hash}.npy"
@@ -62,10 +82,15 @@ class EmbeddingCache:
             return None
         try:
             emb = np.load(npy, allow_pickle=False)
+            if not isinstance(emb, np.ndarray):  # an .npz (zip) archive put in its place
+                emb.close()
+                raise ValueError("not a single .npy array")
             meta = json.loads(npy.with_suffix(".json").read_text(encoding="utf-8"))
             quality = AudioQuality(**{**meta, "warnings": tuple(meta.get("warnings", ()))})
-        except (OSError, ValueError, TypeError, EOFError) as exc:
-            logger.warning("ignoring corrupt cache entry %s (%s)", npy, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with one entry, it is recomputed
+            logger.warning(
+                "ignoring corrupt cache entry %s (%s)", npy, str(exc).splitlines()[0] if str(exc) else exc
+            )
             return None
         if emb.ndim != 1 or emb.dtype != np.float32 or not np.isfinite(emb).all():
             logger.warning("ignoring corrupt cache entry %s (bad array)", npy)
@@ -112,13 +137,45 @@ class ExtractionResult:
 
 def _duration_hint(path: Path) -> float:
     """Clip duration from the header only (cheap) to bucket similar lengths; unknown sorts last."""
-    import soundfile as sf
-
     try:
-        info = sf.info(str(path))
-        return info.frames / max(1, info.samplerate)
+        return audio_duration(path)
     except Exception:  # noqa: BLE001 - unreadable clips are reported when decoded
         return float("inf")
+
+
+def embed_long_clip(
+    path: str | Path, backbone: Backbone, min_speech_s: float
+) -> tuple[np.ndarray, AudioQuality]:
+    """Embed a long clip block by block: memory stays flat with its duration.
+
+    Each ``STREAM_BLOCK_S`` block is embedded on its own (the backbone windows it as usual); the clip's
+    embedding is the mean of the block embeddings weighted by each block's seconds of detected speech
+    (blocks without speech do not count), L2-normalised. Quality figures are accumulated over the blocks
+    and the clip is refused, as a short one would be, when silent or with too little speech.
+    """
+    notes: list[str] = []
+    meter = QualityMeter()
+    total = np.zeros(backbone.dim, dtype=np.float64)
+    weight = 0.0
+    for _, block in iter_blocks(path, STREAM_BLOCK_S, notes=notes):
+        regions = speech_regions(block)
+        meter.add(block, regions)
+        seconds = speech_seconds(regions)
+        if seconds <= 0.0:
+            continue
+        emb = np.asarray(backbone.embed([block]), dtype=np.float32)
+        if emb.shape != (1, backbone.dim):
+            raise ValueError(
+                f"backbone {backbone.identifier} returned shape {emb.shape}, expected (1, {backbone.dim})"
+            )
+        total += seconds * emb[0]
+        weight += seconds
+    meter.notes.extend(notes)
+    quality = meter.result()
+    check_audible(quality, meter.peak, path)
+    check_speech(quality, min_speech_s, path)
+    norm = float(np.linalg.norm(total))
+    return (total / max(norm, 1e-12)).astype(np.float32), quality
 
 
 def extract_embeddings(
@@ -153,7 +210,12 @@ def extract_embeddings(
 
     for i, path in enumerate(items):
         try:
+            check_regular_file(path)  # before hashing: /dev/zero or a FIFO would be read forever
             hashes[i] = file_sha256(path)
+        except AudioError as exc:
+            problems[i] = exc.reason
+            tick()
+            continue
         except FileNotFoundError:
             problems[i] = "file not found"
             tick()
@@ -206,6 +268,15 @@ def extract_embeddings(
             duplicates[i] = first_of_hash[h]
             continue
         try:
+            if _duration_hint(items[i]) > LONG_CLIP_S:
+                emb, quality = embed_long_clip(items[i], backbone, min_speech_s)
+                results[i] = (emb, quality)
+                if cache is not None:
+                    cache.put(h, bid, emb, quality)
+                first_of_hash[h] = i
+                n_embedded += 1
+                tick()
+                continue
             wave, quality = validate(items[i], min_speech_s)
         except AudioError as exc:
             problems[i] = exc.reason

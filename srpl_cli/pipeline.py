@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ Progress = Callable[[int, int], None] | None
 
 #: the method `srpl tune` uses unless told otherwise (evidence in docs/accuracy.md)
 DEFAULT_METHOD = "anchored-cosine"
+
+
 # ---------------------------------------------------------------- results
 @dataclass
 class ClipIssue:
@@ -166,6 +169,11 @@ def _embed_speakers(
 
 
 # ---------------------------------------------------------------- enroll
+def _check_min_speech(min_speech_s: float) -> None:
+    if not math.isfinite(min_speech_s) or min_speech_s < 0:
+        raise UsageError(f"--min-speech must be 0 or more seconds, not {min_speech_s}")
+
+
 def enroll(
     source: str | Path,
     workspace: Workspace | None = None,
@@ -175,14 +183,20 @@ def enroll(
     progress: Progress = None,
     min_speech_s: float = 0.5,
     _backbone: Any = None,
+    allow_missing: bool = False,
 ) -> tuple[EnrollReport, dict[str, np.ndarray], dict[str, list[Path]]]:
-    """Embed ``source`` (``<dir>/<speaker>/<clips>`` or a CSV manifest) and store speaker profiles."""
+    """Embed ``source`` (``<dir>/<speaker>/<clips>`` or a CSV manifest) and store speaker profiles.
+
+    A speaker left with no usable clip is an error unless ``allow_missing`` (then a warning): a model
+    silently missing a person would call that person "unknown".
+    """
     from srpl_cli.datasets import read_speaker_folders
 
-    ws = (workspace or Workspace()).ensure()
     if shots is not None and shots < 1:
         raise UsageError("--shots must be at least 1")
-    speakers = read_speaker_folders(source)
+    _check_min_speech(min_speech_s)
+    speakers = read_speaker_folders(source, allow_missing=allow_missing)  # before touching the workspace
+    ws = (workspace or Workspace()).check_writable()  # before the long embedding work
     bb = _backbone or load_backbone(backbone, backbone_source)
     X_by, used, report = _embed_speakers(speakers, bb, ws, shots, progress, min_speech_s)
     if not X_by:
@@ -190,6 +204,18 @@ def enroll(
         raise DataError(
             f"{source}: no usable clip for any speaker ({len(report.problems)} problem(s){first})"
         )
+    lost = [s for s in speakers if s not in X_by]
+    if lost:
+        reasons = {
+            s: next((p.reason for p in report.problems if Path(p.path) in speakers[s]), "?") for s in lost
+        }
+        listed = "; ".join(f"'{s}' (e.g. {r})" for s, r in reasons.items())
+        if not allow_missing:
+            raise DataError(
+                f"{source}: {len(lost)} speaker(s) with no usable clip: {listed}",
+                hint="fix their clips, or pass --allow-missing to go on without them",
+            )
+        log.warning("left out %d speaker(s) with no usable clip: %s", len(lost), listed)
     with ws.lock():
         for s, X in X_by.items():
             info = {
@@ -249,6 +275,7 @@ def tune(
     backbone_source: str | Path | None = None,
     progress: Progress = None,
     min_speech_s: float = 0.5,
+    allow_missing: bool = False,
 ) -> TuneReport:
     """Enroll (reusing cached embeddings), fit the backend, calibrate, and save a new model version."""
     from srpl_cli.backends import backend_class
@@ -259,10 +286,23 @@ def tune(
 
         raise UsageError(NEEDS_COHORT)  # before any audio work, like a bad --method
     check_name(model_name, "model name")
-    ws = (workspace or Workspace()).ensure()
+    from srpl_cli.datasets import read_speaker_folders
+
+    _check_min_speech(min_speech_s)
+    # fail fast, before creating the workspace: a missing or bad source, then an unwritable workspace
+    read_speaker_folders(source, allow_missing=allow_missing)
+    ws = (workspace or Workspace()).check_writable()
     bb = load_backbone(backbone, backbone_source)
     report, X_by, used = enroll(
-        source, ws, backbone, shots, backbone_source, progress, min_speech_s, _backbone=bb
+        source,
+        ws,
+        backbone,
+        shots,
+        backbone_source,
+        progress,
+        min_speech_s,
+        _backbone=bb,
+        allow_missing=allow_missing,
     )
     if len(X_by) < 2:
         raise DataError(f"{source}: need at least 2 speakers with usable clips, got {len(X_by)}")
@@ -370,6 +410,9 @@ def identify(
     """Who speaks in each clip: a speaker of the tuned model, or None (unknown)."""
     from srpl_cli.datasets import collect_audio
 
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number, not {threshold}")
+    _check_min_speech(min_speech_s)
     ws = workspace or Workspace()
     backend, info, _ = load_model(ws, model_name)
     empty_dirs: list[tuple[Path, str]] = []
@@ -387,6 +430,10 @@ def identify(
     names = [str(c) for c in backend.classes_]
     by_path: dict[str, Identification] = {}
     if res is not None and len(res.paths_ok):
+        for p, q in zip(res.paths_ok, res.qualities, strict=True):
+            for w in q.warnings:
+                if "outside [-1, 1]" in w:  # the clip was changed before scoring: say so
+                    log.warning("%s: %s", p, w)
         S = backend.decision_function(res.embeddings)
         for p, row in zip(res.paths_ok, S, strict=True):
             order = np.argsort(-row)

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -124,6 +125,23 @@ class Workspace:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"cannot use workspace {self.root}: {exc.strerror or exc}") from None
+        return self
+
+    def check_writable(self) -> Workspace:
+        """``ensure`` plus a real write: a read-only workspace fails here, before any long work."""
+        self.ensure()
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{os.getpid()}-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot write to workspace {self.root}: {exc.strerror or exc}") from None
+        return self
+
+    def check_folder(self) -> Workspace:
+        """Refuse a workspace path that exists but is not a folder (for read-only commands)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"workspace {self.root} is not a folder")
         return self
 
     def _check_manifest(self, manifest: Path) -> None:
@@ -256,15 +274,23 @@ class Workspace:
 
     def current_model(self, name: str = DEFAULT_MODEL, version: str | None = None) -> ModelVersion:
         """The model in use (or a given version). Raises StateError when nothing is tuned yet."""
+        self.check_folder()
         model_dir = self.models_dir / check_name(name, "model name")
         if version is None:
             try:
-                version = (model_dir / "CURRENT").read_text().strip()
-            except FileNotFoundError:
+                version = (model_dir / "CURRENT").read_text(encoding="utf-8").strip()
+            except (FileNotFoundError, NotADirectoryError):
                 raise StateError(
                     f"no tuned model '{name}' in workspace {self.root}",
                     hint="run: srpl tune ENROLL_DIR --shots 5",
                 ) from None
+            except UnicodeDecodeError:
+                raise StateError(
+                    f"{model_dir / 'CURRENT'} is corrupt (not text)",
+                    hint=f"write a version name (e.g. v0001) into it, or tune again: srpl tune --model {name} ...",
+                ) from None
+            except OSError as exc:
+                raise WorkspaceError(f"cannot read {model_dir / 'CURRENT'}: {exc.strerror or exc}") from None
         path = model_dir / version
         if not _VERSION_RE.match(version) or not (path / "meta.json").is_file():
             raise StateError(f"model '{name}' has no complete version '{version}' in {self.root}")

@@ -255,3 +255,20 @@ def test_real_clip_quality() -> None:
     assert q.duration_s == pytest.approx(len(wave) / SR, abs=1e-3)
     assert 0.5 < q.speech_ratio <= 1.0 and q.clipped_ratio < 0.001
     assert speech_frames(wave).dtype == bool
+
+
+def test_float_wav_far_outside_full_scale_is_scaled_with_a_warning(tmp_path: Path) -> None:
+    """Said which: such a clip is scaled to peak 1 (the shape kept) and its quality says so."""
+    speech = real_speech()[: 4 * SR]
+    loud = 50.0 * speech / np.max(np.abs(speech))
+    path = tmp_path / "loud.wav"
+    sf.write(path, loud, SR, subtype="FLOAT")
+    wave, q = validate(path)
+    assert np.max(np.abs(wave)) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(wave, loud / 50.0, atol=1e-6)
+    assert any("far outside [-1, 1]" in w and "scaled" in w for w in q.warnings)
+    # a small float overshoot is left alone
+    sf.write(path, 1.5 * speech / np.max(np.abs(speech)), SR, subtype="FLOAT")
+    wave, q = validate(path)
+    assert np.max(np.abs(wave)) == pytest.approx(1.5, abs=1e-5)
+    assert not any("outside" in w for w in q.warnings)

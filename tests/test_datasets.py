@@ -141,3 +141,67 @@ def test_hidden_files_in_embedding_dataset_are_ignored(tmp_path):
     (tmp_path / "emb_test" / "0" / "._0.npy").write_bytes(b"\x00\x05\x16\x07junk")  # macOS AppleDouble
     split = read_embedding_split(tmp_path, "emb_test")
     assert split.X.shape == (1, 4)
+
+
+def _speaker_tree(root, layout):
+    for spk, names in layout.items():
+        (root / spk).mkdir(parents=True)
+        for n in names:
+            (root / spk / n).write_bytes(b"x")
+    return root
+
+
+def test_speaker_with_only_unsupported_files_fails_unless_allowed(tmp_path, caplog):
+    from srpl_cli.datasets import read_speaker_folders
+
+    root = _speaker_tree(tmp_path, {"alice": ["1.wav"], "bob": ["1.m4a", "2.m4a"], "carol": []})
+    with pytest.raises(DataError) as info:
+        read_speaker_folders(root)
+    msg = str(info.value)
+    assert "'bob'" in msg and ".m4a" in msg and "'carol'" in msg and "empty folder" in msg
+    assert "--allow-missing" in (info.value.hint or "")
+    with caplog.at_level("WARNING"):
+        got = read_speaker_folders(root, allow_missing=True)
+    assert list(got) == ["alice"]
+    assert "speaker 'bob' left out" in caplog.text and "speaker 'carol' left out" in caplog.text
+
+
+def test_unreadable_folders_are_reported(tmp_path, monkeypatch, caplog):
+    """(As root nothing is unreadable, so os.scandir is made to fail for chosen folders.)"""
+    import os
+
+    from srpl_cli.datasets import collect_audio, read_speaker_folders
+
+    root = _speaker_tree(tmp_path / "e", {"alice": ["1.wav"], "bob": ["1.wav"], "dave": ["1.wav"]})
+    (root / "alice" / "more").mkdir()
+    (root / "alice" / "more" / "2.wav").write_bytes(b"x")
+    real_scandir = os.scandir
+    blocked = {str(root / "bob"), str(root / "alice" / "more")}
+
+    def scandir(path="."):
+        if os.fspath(path) in blocked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"'bob': cannot read .*Permission denied"):
+        read_speaker_folders(root)
+    with caplog.at_level("WARNING"):
+        got = read_speaker_folders(root, allow_missing=True)
+    assert sorted(got) == ["alice", "dave"] and got["alice"] == [root / "alice" / "1.wav"]
+    assert "more" in caplog.text and "Permission denied" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        found = collect_audio([root])
+    assert root / "bob" / "1.wav" not in found and root / "dave" / "1.wav" in found
+    assert str(root / "bob") in caplog.text and "skipped" in caplog.text
+
+
+def test_speakers_differing_only_in_case_are_warned(tmp_path, caplog):
+    from srpl_cli.datasets import read_speaker_folders
+
+    root = _speaker_tree(tmp_path, {"alice": ["1.wav"], "Alice": ["2.wav"], "bob": ["1.wav"]})
+    with caplog.at_level("WARNING"):
+        got = read_speaker_folders(root)
+    assert len(got) == 3
+    assert "'Alice' and 'alice' differ only in letter case" in caplog.text

@@ -45,6 +45,14 @@ class CountingBackbone(Backbone):
         return sum(self.calls)
 
 
+@pytest.fixture(autouse=True)
+def _energy_detector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about batching and caching, on synthetic tones the trained speech model rightly
+    calls non-speech: they run with the energy detector unless marked ``real_vad``."""
+    if "real_vad" not in request.keywords:
+        monkeypatch.setenv("SRPL_VAD", "energy")
+
+
 def speech(seconds: float, freq: float = 150.0, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     env = 0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)
@@ -201,3 +209,79 @@ def test_long_clips_are_not_batched_together(clips: dict[str, Path], monkeypatch
     res = extract_embeddings([clips[f"ok{i}"] for i in range(5)], bb, batch_size=16)
     assert len(res.paths_ok) == 5
     assert bb.calls == [3, 1, 1]  # 0.8+1+1.5 s, then 2.5 s, then 3 s (sorted by duration)
+
+
+def test_npz_in_place_of_a_cache_entry_is_recomputed(clips: dict[str, Path], tmp_path: Path) -> None:
+    """A zip (.npz) archive where the .npy should be is a corrupt entry, not an internal error that
+    loses the whole batch."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    paths = [clips["ok1"], clips["ok2"]]
+    ref = extract_embeddings(paths, CountingBackbone(), cache=cache).embeddings
+    entry = cache.path(file_sha256(paths[0]), "fake:v1")
+    np.savez(entry.with_suffix(".tmp.npz"), a=np.zeros(4, np.float32))
+    entry.with_suffix(".tmp.npz").replace(entry)
+    assert cache.get(file_sha256(paths[0]), "fake:v1") is None
+    bb = CountingBackbone()
+    again = extract_embeddings(paths, bb, cache=cache)
+    assert bb.n_embedded == 1 and again.n_cached == 1
+    np.testing.assert_array_equal(again.embeddings, ref)
+
+
+def test_cache_key_names_the_speech_detector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = EmbeddingCache(tmp_path / "cache")
+    energy = cache._dir("fake:v1")
+    monkeypatch.delenv("SRPL_VAD")
+    silero = cache._dir("fake:v1")
+    assert energy.name.endswith("__energy") and "silero-vad" in silero.name and energy != silero
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_non_regular_files_are_refused_before_reading(tmp_path: Path, kind: str) -> None:
+    """A FIFO named x.wav or /dev/zero used to hang in hashing; now one line, at once."""
+    import os
+
+    if kind == "fifo":
+        path = tmp_path / "x.wav"
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "folder.wav"
+        path.mkdir()
+    res = extract_embeddings([path], CountingBackbone())
+    assert res.paths_ok == []
+    assert res.problems[0][0] == path and "not a regular file" in res.problems[0][1]
+
+
+@pytest.mark.real_vad
+def test_long_clip_embedded_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip over LONG_CLIP_S is streamed: never decoded whole, same quality figures, and an embedding
+    that is the speech-weighted mean of its blocks'."""
+    from conftest import shared_path
+
+    import srpl_cli.embeddings as emb
+    from srpl_cli.audio import load_audio
+
+    clips = sorted(shared_path("librispeech-mini", "speakers").glob("*/*.flac"))[:3]
+    wave = np.concatenate([load_audio(c) for c in clips] + [np.zeros(3 * SR, np.float32)])
+    path = tmp_path / "long.flac"
+    sf.write(path, wave, SR, subtype="PCM_16")
+    monkeypatch.setattr(emb, "LONG_CLIP_S", 10.0)
+    monkeypatch.setattr(emb, "STREAM_BLOCK_S", 8.0)
+
+    def no_whole_decode(*a: object, **k: object) -> None:
+        raise AssertionError("a long clip was decoded whole")
+
+    monkeypatch.setattr(emb, "validate", no_whole_decode)
+    bb = CountingBackbone()
+    res = extract_embeddings([path], bb)
+    assert res.paths_ok == [path] and res.problems == []
+    n_blocks = -(-len(wave) // (8 * SR))
+    assert bb.calls == [1] * (n_blocks - 1)  # the last block holds only silence: not embedded
+    from srpl_cli.audio import assess
+
+    whole = assess(load_audio(path))
+    q = res.qualities[0]
+    assert q.duration_s == whole.duration_s
+    assert abs(q.speech_s - whole.speech_s) < 0.05 * whole.speech_s  # VAD per block vs whole clip
+    assert np.linalg.norm(res.embeddings[0]) == pytest.approx(1.0, abs=1e-5)

@@ -108,3 +108,16 @@ def test_iter_blocks_refuses_bad_files(tmp_path: Path) -> None:
         list(iter_blocks(junk))
     with pytest.raises(AudioError, match="not a regular file"):
         list(iter_blocks(tmp_path))
+
+
+def test_soft_and_sad_emodb_sentences_are_never_refused() -> None:
+    """The issue's "done when": no clip with >= 1 s of audible speech is refused. emodb's sadness and
+    boredom sentences (the softest delivery) all pass the default rule with room to spare."""
+    from conftest import shared_path
+
+    from srpl_cli.audio import validate
+
+    clips = sorted(p for p in shared_path("emodb").glob("*/*.flac") if p.stem[5] in "TL")
+    assert len(clips) > 100
+    least = min(validate(c)[1].speech_s for c in clips)  # raises AudioError on a refusal
+    assert least >= 0.9

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from srpl_cli._io import atomic_write_text, json_default
+from srpl_cli._io import atomic_write_bytes, atomic_write_text, json_default
 from srpl_cli.errors import DataError, NotFittedError
 
 UNKNOWN = -1
@@ -149,7 +147,7 @@ class OpenSetClassifier:
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write the fitted model into directory ``path`` (created; files replaced atomically)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         self.check_is_fitted()
         path = Path(path)
@@ -166,14 +164,8 @@ class OpenSetClassifier:
             "extra": extra,
             "metadata": metadata or {},
         }
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(arrays, tmp)
-            os.replace(tmp, path / "model.safetensors")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # bytes + atomic_write_bytes: same mode as every other workspace file (mkstemp alone gives 0600)
+        atomic_write_bytes(path / "model.safetensors", save(arrays))
         atomic_write_text(path / "meta.json", json.dumps(meta, indent=2, default=json_default))
         return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,35 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 EnrollDirArg = Annotated[
     Path, typer.Argument(help="Folder with one sub-folder of clips per speaker, or a CSV manifest.")
 ]
+
+
+def finite_number(value: float | None) -> float | None:
+    """Option callback: NaN and infinities are not numbers a user means."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
+
+
+def non_negative_seconds(value: float) -> float:
+    """Option callback for durations: finite and >= 0."""
+    finite_number(value)
+    if value < 0:
+        raise typer.BadParameter(f"must be 0 or more seconds, not {value:g}")
+    return value
+
+
 MinSpeechOpt = Annotated[
-    float, typer.Option("--min-speech", help="Reject clips with less speech than this (seconds).")
+    float,
+    typer.Option(
+        "--min-speech",
+        help="Reject clips with less detected speech than this (seconds; see docs/usage.md, speech detection).",
+        callback=non_negative_seconds,
+    ),
+]
+AllowMissingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-missing",
+        help="Go on when a speaker folder yields no usable clip (unreadable, unsupported files) instead of failing.",
+    ),
 ]

@@ -8,6 +8,7 @@ import typer
 
 from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import (
+    AllowMissingOpt,
     BackboneOpt,
     BackboneSourceOpt,
     EnrollDirArg,
@@ -39,6 +40,7 @@ def enroll(
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     backbone_path: BackboneSourceOpt = None,
     min_speech: MinSpeechOpt = 0.5,
+    allow_missing: AllowMissingOpt = False,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -49,7 +51,14 @@ def enroll(
 
     with progress_bar("embedding clips", quiet or json_) as progress:
         report, _, _ = pipeline.enroll(
-            enroll_dir, Workspace(workspace), backbone, shots, backbone_path, progress, min_speech
+            enroll_dir,
+            Workspace(workspace),
+            backbone,
+            shots,
+            backbone_path,
+            progress,
+            min_speech,
+            allow_missing=allow_missing,
         )
     if json_:
         print_json(report.to_dict())

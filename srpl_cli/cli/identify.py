@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneSourceOpt, JsonOpt, QuietOpt, WorkspaceOpt
+from srpl_cli.cli._options import BackboneSourceOpt, JsonOpt, QuietOpt, WorkspaceOpt, finite_number
 
 HELP = """Say who speaks in each clip (files or folders), or `unknown`; with --segments, who speaks when.
 
@@ -28,7 +28,8 @@ def identify(
     clips: Annotated[list[Path], typer.Argument(help="Audio files or folders (searched recursively).")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Show the K best speakers per clip.")] = 1,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Override the calibrated threshold.")
+        float | None,
+        typer.Option("--threshold", help="Override the calibrated threshold.", callback=finite_number),
     ] = None,
     model: Annotated[str, typer.Option("--model", help="Name of the tuned model to use.")] = "default",
     backbone_path: BackboneSourceOpt = None,

@@ -9,6 +9,7 @@ import typer
 
 from srpl_cli.backbones import DEFAULT_BACKBONE
 from srpl_cli.cli._options import (
+    AllowMissingOpt,
     BackboneOpt,
     BackboneSourceOpt,
     EnrollDirArg,
@@ -67,6 +68,7 @@ def tune(
     ] = "default",
     seed: SeedOpt = 0,
     min_speech: MinSpeechOpt = 0.5,
+    allow_missing: AllowMissingOpt = False,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -94,6 +96,7 @@ def tune(
             backbone_source=backbone_path,
             progress=progress,
             min_speech_s=min_speech,
+            allow_missing=allow_missing,
         )
     if json_:
         print_json(report.to_dict())

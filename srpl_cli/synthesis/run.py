@@ -15,6 +15,7 @@ Everything derives from ``seed``: the same inputs and seed give byte-identical f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from srpl_cli.errors import DataError, UsageError
+from srpl_cli.errors import AudioError, DataError, UsageError
 from srpl_cli.synthesis.perturb import IDENTITY_FAMILIES, VARIATION_PRESETS, Transform, identity_transform
 from srpl_cli.synthesis.perturb import variation_transform as _variation
 from srpl_cli.synthesis.select import SelectionParams, SelectionResult
@@ -40,6 +41,7 @@ SR = 16000
 CLIPS_PER_UNKNOWN = 5
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class SynthesisReport:
     real_unknown: int = 0
     selection: dict[str, Any] | None = None
     speakers: dict[str, int] = field(default_factory=dict)
+    #: source clips (enrollment or --unknown-dir) skipped: unreadable or silent
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,10 +101,14 @@ def _is_synthesis_dir(path: Path) -> bool:
         return False
 
 
-def _load(path: Path) -> np.ndarray:
-    from srpl_cli.audio import load_audio
+def _load_audible(path: Path) -> np.ndarray:
+    """A source clip, refused (``AudioError``) when unreadable or silent (peak below -55 dBFS)."""
+    from srpl_cli.audio import SILENT_PEAK, load_audio
 
-    return load_audio(path, SR)
+    wave = load_audio(path, SR)
+    if float(np.max(np.abs(wave))) < SILENT_PEAK:
+        raise AudioError(path, "silent: no audible sound")
+    return wave
 
 
 def _clip_seed(seed: int, *keys: int) -> np.random.Generator:
@@ -290,6 +298,7 @@ def synthesize(
 
     speakers = sorted(enroll)
     sources = {s: [Path(p) for p in enroll[s]] for s in speakers}
+    report_skipped: list[str] = []
     real_list = _real_unknowns(Path(unknown_dir)) if unknown_dir is not None else []
     n_clips = sum(len(v) for v in sources.values())
     n_unknown_clips = (
@@ -309,12 +318,26 @@ def synthesize(
         if progress:
             progress(min(step, n_steps), n_steps)
 
+    # as in `tune`: a clip that cannot be read, or is silent (it would only give silent variants), is
+    # skipped with a warning, not a reason to stop the whole run
     waves: dict[str, list[np.ndarray]] = {}
-    for s in speakers:
-        waves[s] = []
+    for s in list(speakers):
+        waves[s], usable = [], []
         for p in sources[s]:
-            waves[s].append(_load(p))
+            try:
+                waves[s].append(_load_audible(p))
+                usable.append(p)
+            except AudioError as exc:
+                log.warning("skipped %s", exc)
+                report_skipped.append(str(p))
             tick()
+        sources[s] = usable
+        if not usable:
+            log.warning("speaker '%s' has no usable clip: no variants or pseudo-unknowns made from it", s)
+            speakers.remove(s)
+            del waves[s], sources[s]
+    if not speakers:
+        raise DataError("synthesis needs at least one enrolled speaker with a usable clip (all were skipped)")
 
     if engine == "perturb":
         cands = perturb_candidates(waves, variants, unknown_speakers, seed, sources, tick)
@@ -340,10 +363,17 @@ def synthesize(
     for uid, p in real_list:
         # float files (and resampling overshoot) can exceed full scale: scale down rather than let the
         # 16-bit writer clip; clips within full scale are copied unchanged
-        real.append(Candidate("unknown", uid, limit_peak(_load(p), 1.0), {"source": str(p), "real": True}))
+        try:
+            wave = _load_audible(p)
+        except AudioError as exc:
+            log.warning("skipped %s", exc)
+            report_skipped.append(str(p))
+            tick()
+            continue
+        real.append(Candidate("unknown", uid, limit_peak(wave, 1.0), {"source": str(p), "real": True}))
         tick()
 
-    report = SynthesisReport(out_dir, engine, seed)
+    report = SynthesisReport(out_dir, engine, seed, skipped=report_skipped)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:

@@ -111,11 +111,20 @@ def test_same_speaker_closer_than_different(backbone: DVectorBackbone) -> None:
 
 
 def test_preprocess_trims_long_silence() -> None:
-    rng = np.random.default_rng(2)
-    speech = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    from conftest import shared_path
+
+    from srpl_cli.vad import speech_regions
+
+    real = load_audio(sorted(shared_path("librispeech-mini", "speakers").glob("*/*.flac"))[0])
+    a, b = max(speech_regions(real), key=lambda r: r[1] - r[0])  # the longest run of speech
+    speech = real[a : a + min(b - a, SR)]
     wave = np.concatenate([speech, np.zeros(3 * SR, np.float32), speech])
     out = preprocess(wave)
-    assert 2 * SR <= len(out) < 3 * SR  # 3 s gap cut down to at most ~0.2 s on each side
+    # the 3 s gap is cut down to at most ~0.2 s on each side; the speech is kept
+    assert 2 * len(speech) - 0.1 * SR <= len(out) < 2 * len(speech) + 0.6 * SR
+    # noise is not speech to the detector: kept whole rather than embedded from nothing
+    noise = (0.1 * np.random.default_rng(2).standard_normal(3 * SR)).astype(np.float32)
+    assert len(preprocess(noise)) == len(noise) - len(noise) % 480
 
 
 def test_identifier_names_the_front_end(backbone):

@@ -112,7 +112,13 @@ def test_enroll_reports_quality(tmp_path):
     (enroll / "ghost").mkdir()
     sf.write(enroll / "ghost" / "quiet.wav", np.zeros(16000, np.float32), 16000)
     r = srpl("enroll", enroll, "--backbone", "dvector", "--workspace", tmp_path / "ws", "--json")
+    # a speaker left with no usable clip would silently be missing from the model: refused by name
+    assert r.returncode == 3 and "'ghost'" in r.stderr and "--allow-missing" in r.stderr, r.stderr
+    r = srpl(
+        "enroll", enroll, "--backbone", "dvector", "--workspace", tmp_path / "ws", "--json", "--allow-missing"
+    )
     assert r.returncode == 0, r.stderr
+    assert "'ghost'" in r.stderr  # still warned
     report = json.loads(r.stdout)
     used = {s["speaker"]: s["clips_used"] for s in report["speakers"]}
     assert used == {**{d.name: 3 for d in sorted(speakers.iterdir())[:3]}, "ghost": 0}

@@ -238,3 +238,25 @@ def test_real_unknown_ids_never_merge_different_people(tmp_path):
     sf.write(tmp_path / "a.flac", wave, 16000)
     ids = {i for i, _ in _real_unknowns(tmp_path)}
     assert len(ids) == 3
+
+
+def test_silent_and_unreadable_sources_are_skipped_with_a_warning(
+    tmp_path: Path, enroll, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A silent clip gave silent variants listed as kept, and one unreadable clip stopped the run
+    (while tune skips it): both are now skipped, with a warning, and the rest goes on."""
+    silent = save_audio(tmp_path / "enroll" / "alice" / "9-silent.flac", np.zeros(SR, np.float32))
+    broken = tmp_path / "enroll" / "bob" / "9-broken.wav"
+    broken.write_bytes(b"RIFF junk" * 20)
+    with_bad = {"alice": [*enroll["alice"], silent], "bob": [*enroll["bob"], broken]}
+    with caplog.at_level("WARNING"):
+        rep = synthesize(with_bad, tmp_path / "o", variants=6, unknown_speakers=2, seed=0)
+    assert sorted(rep.skipped) == sorted([str(silent), str(broken)])
+    text = caplog.text
+    assert "9-silent.flac" in text and "silent" in text and "9-broken.wav" in text
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    sources = {f.get("source") for f in manifest["files"]}
+    assert str(silent) not in sources and str(broken) not in sources
+    for f in manifest["files"]:
+        wave, _ = sf.read(tmp_path / "o" / f["path"], dtype="float32")
+        assert np.max(np.abs(wave)) > 0.01  # no silent variant is written
