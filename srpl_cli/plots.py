@@ -1,4 +1,4 @@
-"""PNG figures of an evaluation: OSCR curves and known/unknown score histograms.
+"""PNG figures: OSCR curves and known/unknown score histograms of an evaluation; who-spoke-when timelines.
 
 matplotlib is an optional extra (``pip install 'srpl-cli[plot]'``), imported inside each function
 after :func:`_require_matplotlib`, so the package and ``srpl --help`` never pay for it. Figures are
@@ -25,6 +25,7 @@ __all__ = [
     "plot_oscr_curves",
     "plot_oscr_folds",
     "plot_score_histograms",
+    "plot_timeline",
 ]
 
 _MISSING = "plotting needs matplotlib: pip install 'srpl-cli[plot]'"
@@ -349,3 +350,45 @@ def plot_evaluation(folds: Sequence[Mapping[str, Any]], out_dir: str | Path) -> 
             )
         )
     return written
+
+
+def plot_timeline(
+    segments: Sequence[tuple[float, float, str]],
+    path: str | Path,
+    duration: float | None = None,
+    speakers: Sequence[str] = (),
+    title: str | None = None,
+) -> Path:
+    """Who spoke when: one row per label, a bar per ``(start, end, label)`` segment, as a PNG.
+
+    ``speakers`` (the enrolled names) come first, in that order, even when silent, so timelines of
+    one model line up; strangers (``unknown-N``) follow in grey shades. Time is in minutes past one
+    minute of audio, else seconds. Returns the written path.
+    """
+    labels = list(dict.fromkeys(speakers))
+    others = sorted({s for _, _, s in segments} - set(labels), key=lambda s: (len(s), s))
+    labels += others
+    if not labels:
+        raise DataError("nothing to plot: no speech found")
+    end = max([duration or 0.0] + [b for _, b, _ in segments])
+    scale, unit = (60.0, "min") if end > 60 else (1.0, "s")
+    _require_matplotlib()
+    from matplotlib import colormaps
+
+    fig = _new_figure(width=10.0, height=1.2 + 0.45 * len(labels))
+    ax = fig.add_subplot()
+    palette = colormaps["tab10"]
+    for row, label in enumerate(labels):
+        spans = [(a / scale, (b - a) / scale) for a, b, s in segments if s == label]
+        if label in others:
+            color = str(0.35 + 0.4 * (others.index(label) % 3) / 2)
+        else:
+            color = palette(row % 10)
+        ax.broken_barh(spans, (row - 0.35, 0.7), facecolors=color)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, end / scale if end > 0 else 1.0)
+    ax.set_xlabel(f"time ({unit})")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title or "Who spoke when")
+    return _save_png(fig, path)

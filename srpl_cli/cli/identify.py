@@ -18,13 +18,15 @@ from srpl_cli.cli._options import (
     finite_number,
 )
 
-HELP = """Say who speaks in each clip (files or folders), or `unknown`.
+HELP = """Say who speaks in each clip (files or folders), or `unknown`; with --segments, who speaks when.
 
 [b]Examples[/b]
 
   srpl identify clip.wav
   srpl identify ./inbox --json --top-k 3 | jq .speaker
   srpl identify ./inbox --learn          (then `srpl tune` learns the room from these clips)
+  srpl identify meeting.flac --segments --plot meeting.png
+  srpl identify meeting.flac --segments --rttm > meeting.rttm
 """
 
 
@@ -53,6 +55,55 @@ def identify(
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments",
+            help="Who speaks when along each recording: segments of enrolled names or unknown-1, unknown-2, ...",
+            rich_help_panel="Segments",
+        ),
+    ] = False,
+    rttm: Annotated[
+        bool,
+        typer.Option(
+            "--rttm", help="With --segments: print NIST RTTM on stdout.", rich_help_panel="Segments"
+        ),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="With --segments: write a timeline PNG (a folder when several recordings are given).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
+    window: Annotated[
+        float | None,
+        typer.Option(
+            "--window", help="Analysis window in seconds (default 1.6).", rich_help_panel="Segments"
+        ),
+    ] = None,
+    hop: Annotated[
+        float | None,
+        typer.Option("--hop", help="Window step in seconds (default 0.8).", rich_help_panel="Segments"),
+    ] = None,
+    switch_penalty: Annotated[
+        float | None,
+        typer.Option(
+            "--switch-penalty",
+            help="Smoothing: cost of a change of speaker without a pause (default 2; 0 = none; higher = fewer changes).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
+    cluster_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--cluster-threshold",
+            help="Strangers: cosine similarity at which two unknown segments are the same person "
+            "(default: the equal-error point of the enrollment clips).",
+            rich_help_panel="Segments",
+        ),
+    ] = None,
 ) -> None:
     from srpl_cli import pipeline
     from srpl_cli.cli._output import err, out, print_json, progress_bar, warn
@@ -61,6 +112,42 @@ def identify(
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    seg_opts = {
+        "--rttm": rttm,
+        "--plot": plot is not None,
+        "--window": window is not None,
+        "--hop": hop is not None,
+        "--switch-penalty": switch_penalty is not None,
+        "--cluster-threshold": cluster_threshold is not None,
+    }
+    if not segments:
+        given = [k for k, v in seg_opts.items() if v]
+        if given:
+            raise UsageError(f"{given[0]} only applies with --segments")
+    else:
+        from srpl_cli.cli._segments import run_segments
+
+        if top_k != 1:
+            raise UsageError("--top-k does not apply with --segments")
+        if learn:
+            raise UsageError("--learn adds whole clips to the pool; it does not combine with --segments")
+        if json_ and rttm:
+            raise UsageError("--json and --rttm both print on stdout: choose one")
+        if engine != "local":
+            raise UsageError("--engine ray embeds whole clips; --segments runs in this process")
+        run_segments(
+            clips,
+            Workspace(workspace),
+            model,
+            backbone_path,
+            threshold,
+            {"window_s": window, "hop_s": hop, "switch_penalty": switch_penalty},
+            cluster_threshold,
+            "json" if json_ else "rttm" if rttm else "table",
+            plot,
+            quiet,
+        )
+        return
     from srpl_cli.executors import make_executor, use_executor
 
     executor = make_executor(engine, ray_address, workers)
