@@ -567,28 +567,38 @@ def load_segmenter(
     cluster_threshold: float | None = None,
 ) -> Segmenter:
     """Load the tuned model, its backbone and the strangers' stopping rule from a workspace."""
-    from srpl_cli.pipeline import load_backbone, load_model
+    from srpl_cli.identifier import Identifier
     from srpl_cli.workspace import DEFAULT_MODEL, Workspace
 
     ws = workspace or Workspace()
-    backend, info, mv = load_model(ws, model_name or DEFAULT_MODEL)
-    bb = load_backbone(info["backbone"], backbone_source or info.get("backbone_source"))
-    if bb.identifier != info.get("backbone_id"):
-        log.warning(
-            "backbone weights differ from those the model was tuned with (%s vs %s): scores may be off",
-            bb.identifier,
-            info.get("backbone_id"),
-        )
+    identifier = Identifier.load(ws, model_name or DEFAULT_MODEL, backbone_source=backbone_source)
+    return segmenter_for(identifier, ws, cluster_threshold)
+
+
+def segmenter_for(
+    identifier: Any, workspace: Any, cluster_threshold: float | None = None, use_cache: bool = True
+) -> Segmenter:
+    """The segmenter of an already loaded model (``srpl_cli.identifier.Identifier``): what `srpl identify
+    --segments` and `srpl serve`'s /segments both run. ``use_cache`` False writes no window cache (the
+    server keeps nothing of an upload)."""
     if cluster_threshold is None:
         try:
-            profiles = ws.load_profiles(bb.name)
+            profiles = workspace.load_profiles(identifier.backbone.name)
         except (OSError, ValueError, DataError):
             profiles = {}
-        cluster_threshold = enrollment_threshold(profiles, [str(c) for c in backend.classes_])
+        cluster_threshold = enrollment_threshold(profiles, identifier.speakers)
     cache = None
-    try:
-        ws.ensure()
-        cache = WindowCache(ws.cache_dir)
-    except (OSError, DataError) as exc:
-        log.warning("no window cache (%s)", exc)
-    return Segmenter(backend, bb, float(cluster_threshold), cache, model_name or DEFAULT_MODEL, mv.version)
+    if use_cache:
+        try:
+            workspace.ensure()
+            cache = WindowCache(workspace.cache_dir)
+        except (OSError, DataError) as exc:
+            log.warning("no window cache (%s)", exc)
+    return Segmenter(
+        identifier.backend,
+        identifier.backbone,
+        float(cluster_threshold),
+        cache,
+        identifier.version.name,
+        identifier.version.version,
+    )

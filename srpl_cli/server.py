@@ -50,6 +50,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     max_upload_bytes: int = 25 * 1024 * 1024
     max_clip_s: float = 60.0
+    #: POST /segments: the longest recording (read from its header)
+    max_recording_s: float = 4 * 3600.0
     read_timeout_s: float = 30.0
     min_speech_s: float = 0.5
     backbone_source: Path | None = None
@@ -433,6 +435,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
 
     if config.allow_enroll:
         add_enroll_route(app, config, holder)
+    add_segments_route(app, config, holder)
 
     @app.get("/speakers", summary="The speakers the model in use knows")
     def speakers() -> dict[str, Any]:
@@ -518,6 +521,67 @@ def add_enroll_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -> 
         # not under the identify worker limit: identify goes on with the old version meanwhile
         change = await anyio.to_thread.run_sync(enroll_clips, name, clips)
         return JSONResponse(change, status_code=201)
+
+
+def add_segments_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -> None:
+    """POST /segments: who speaks when along an uploaded recording, through the code path of `srpl
+    identify --segments` (``srpl_cli.segments``, with the served model). A recording is read in blocks
+    from a file, so the upload lives in a private directory under the workspace's tmp/ for the duration
+    of the call and is always removed; no window cache is written."""
+    from srpl_cli.audio import check_length, probe_audio
+    from srpl_cli.datasets import AUDIO_EXTENSIONS
+    from srpl_cli.segments import segmenter_for
+
+    by_version: dict[str, Any] = {}  # the stopping rule of the strangers' clustering, per model version
+
+    def segment_upload(label: str, data: bytes, threshold: float | None) -> tuple[Identifier, dict[str, Any]]:
+        identifier = holder.get()
+        key = identifier.version.version
+        if key not in by_version:
+            by_version.clear()
+            by_version[key] = segmenter_for(identifier, holder.workspace, use_cache=False)
+        segmenter = by_version[key]
+        if not data:
+            raise AudioError(label, "empty file (0 bytes)")
+        seconds, fmt = probe_audio(data, label)
+        check_length(seconds, config.max_recording_s, label)
+        ws = holder.workspace.ensure()
+        with ws.building("upload") as folder:
+            folder.chmod(0o700)
+            path = folder / f"recording.{fmt}" if f".{fmt}" in AUDIO_EXTENSIONS else folder / "recording.wav"
+            try:
+                path.write_bytes(data)
+            except OSError as exc:
+                raise WorkspaceError(
+                    f"cannot store the upload in {ws.tmp_dir}: {exc.strerror or exc}"
+                ) from None
+            try:
+                result = segmenter(path, threshold=threshold)
+            except AudioError as exc:
+                raise AudioError(label, exc.reason) from None
+        answer = result.to_dict()
+        answer["path"] = label
+        return identifier, answer
+
+    @app.post(
+        "/segments",
+        openapi_extra=_BODY_SPEC,
+        summary="Who speaks when along a recording (raw body): enrolled names or unknown-1, unknown-2, ...",
+        response_description="what `srpl identify --segments --json` reports, as one object",
+    )
+    async def segments(
+        request: Request,
+        threshold: float | None = Query(None, description="Override the calibrated threshold."),
+        name: str = Query("upload", max_length=200, description="Label of the recording in the answer."),
+    ) -> Any:
+        body = await read_body(
+            request.stream(), request.headers, config.max_upload_bytes, config.read_timeout_s
+        )
+        identifier, answer = await anyio.to_thread.run_sync(
+            segment_upload, _label(name) or "upload", body, threshold
+        )
+        headers = {"X-Srpl-Model": f"{identifier.version.name}/{identifier.version.version}"}
+        return JSONResponse(answer, headers=headers)
 
 
 class _Guard:

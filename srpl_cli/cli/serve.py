@@ -47,6 +47,12 @@ def serve(
     max_clip_seconds: Annotated[
         float, typer.Option("--max-clip-seconds", help="Longest clip (seconds); longer ones get 413.")
     ] = 60.0,
+    max_recording_minutes: Annotated[
+        float,
+        typer.Option(
+            "--max-recording-minutes", help="Longest recording for POST /segments (minutes); longer get 413."
+        ),
+    ] = 240.0,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a client has to send its upload (else 408).")
     ] = 30.0,
@@ -66,7 +72,11 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
-    for flag, value in (("--max-upload-mb", max_upload_mb), ("--max-clip-seconds", max_clip_seconds)):
+    for flag, value in (
+        ("--max-upload-mb", max_upload_mb),
+        ("--max-clip-seconds", max_clip_seconds),
+        ("--max-recording-minutes", max_recording_minutes),
+    ):
         if value <= 0:
             raise UsageError(f"{flag} must be positive")
     if timeout <= 0:
@@ -92,6 +102,7 @@ def serve(
         host=host,
         max_upload_bytes=int(max_upload_mb * 2**20),
         max_clip_s=max_clip_seconds,
+        max_recording_s=60.0 * max_recording_minutes,
         read_timeout_s=timeout,
         min_speech_s=min_speech,
         backbone_source=backbone_path,

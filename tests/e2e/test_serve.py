@@ -280,3 +280,32 @@ def test_no_model_is_one_error_line(tmp_path):
     r = srpl("serve", "--workspace", tmp_path, "--port", "0")
     assert r.returncode == 4 and r.stderr.startswith("error: no tuned model 'default'")
     assert "Traceback" not in r.stderr
+
+
+def test_segments_match_the_cli(served):
+    """POST /segments answers what `srpl identify --segments --json` prints for the same recording."""
+    from srpl_cli.audio import load_audio
+
+    ws, speakers, client, tmp = served["ws"], served["speakers"], served["client"], served["tmp"]
+    stranger_dir = sorted(speakers.iterdir())[6]  # not among the 4 tuned speakers
+    parts = [clips_of(speakers, 0, 5), sorted(stranger_dir.glob("*.flac"))[0], clips_of(speakers, 1, 6)]
+    gap = np.zeros(16000, np.float32)
+    wave = np.concatenate([x for p in parts for x in (load_audio(p), gap)])
+    rec = tmp / "meeting.wav"
+    sf.write(str(rec), wave, 16000, subtype="PCM_16")
+    r = srpl("identify", rec, "--segments", "--json", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    cli = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    got = client.post("/segments", params={"name": "meeting.wav"}, content=rec.read_bytes())
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["path"] == "meeting.wav" and got.headers["x-srpl-model"].startswith("default/")
+    assert [(s["speaker"], s["start"], s["end"]) for s in body["segments"]] == [
+        (c["speaker"], c["start"], c["end"]) for c in cli
+    ]
+    names = [s["speaker"] for s in body["segments"]]
+    assert sorted(speakers.iterdir())[0].name in names and any(n.startswith("unknown-") for n in names)
+    # nothing of the upload stays in the workspace, and a bad upload is one line
+    assert not any((ws / "tmp").glob("*upload*"))
+    bad = client.post("/segments", content=b"not audio")
+    assert bad.status_code == 422 and "unreadable or corrupt audio" in bad.json()["error"]
