@@ -459,6 +459,15 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
     return _Guard(app, config.token, check_host=is_loopback(config.host))
 
 
+def _store_upload(ws: Workspace, path: Path, data: bytes) -> Path:
+    """Write an upload into a private folder under the workspace's tmp/ (the caller removes it)."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot store the upload in {ws.tmp_dir}: {exc.strerror or exc}") from None
+    return path
+
+
 def add_enroll_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -> None:
     """POST /speakers/{name}: `srpl speakers add` (srpl_cli.management.add_speaker, its lock and refit)
     on uploaded clips, which are written to a private directory under the workspace's tmp/ for the
@@ -482,13 +491,7 @@ def add_enroll_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -> 
                     seconds, fmt = 0.0, "wav"  # unreadable: add_speaker reports it with the CLI's reason
                 check_length(seconds, config.max_clip_s, label)
                 ext = f".{fmt}" if f".{fmt}" in AUDIO_EXTENSIONS else ".wav"
-                path = folder / f"clip{i + 1:04d}{ext}"
-                try:
-                    path.write_bytes(data)
-                except OSError as exc:
-                    raise WorkspaceError(
-                        f"cannot store the upload in {ws.tmp_dir}: {exc.strerror or exc}"
-                    ) from None
+                path = _store_upload(ws, folder / f"clip{i + 1:04d}{ext}", data)
                 labels[str(path)] = label
             change = add_speaker(
                 ws,
@@ -548,13 +551,8 @@ def add_segments_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -
         ws = holder.workspace.ensure()
         with ws.building("upload") as folder:
             folder.chmod(0o700)
-            path = folder / f"recording.{fmt}" if f".{fmt}" in AUDIO_EXTENSIONS else folder / "recording.wav"
-            try:
-                path.write_bytes(data)
-            except OSError as exc:
-                raise WorkspaceError(
-                    f"cannot store the upload in {ws.tmp_dir}: {exc.strerror or exc}"
-                ) from None
+            ext = f".{fmt}" if f".{fmt}" in AUDIO_EXTENSIONS else ".wav"
+            path = _store_upload(ws, folder / f"recording{ext}", data)
             try:
                 result = segmenter(path, threshold=threshold)
             except AudioError as exc:

@@ -70,24 +70,22 @@ def _usage(command: Any, ctx: Any) -> list[str]:
     return rv
 
 
-class SrplCommand(TyperCommand):
+class _Polished:
+    """Parameters polished (see ``_polish_param``) the first time help or usage asks for them."""
+
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
+        params = super().get_params(ctx)  # type: ignore[misc]
         for p in params:
             _polish_param(p)
         return params
 
+
+class SrplCommand(_Polished, TyperCommand):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return _usage(self, ctx)
 
 
-class SrplGroup(TyperGroup):
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for p in params:
-            _polish_param(p)
-        return params
-
+class SrplGroup(_Polished, TyperGroup):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [*_usage(self, ctx), self.subcommand_metavar]
 

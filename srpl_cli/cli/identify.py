@@ -24,7 +24,7 @@ HELP = """Say who speaks in each clip (files or folders), or `unknown`; with --s
 
   srpl identify clip.wav
   srpl identify ./inbox --json --top-k 3 | jq .speaker
-  srpl identify ./inbox --learn          (then `srpl tune` learns the room from these clips)
+  srpl identify ./inbox --learn     (the next `srpl tune` learns from them)
   srpl identify meeting.flac --segments --plot meeting.png
   srpl identify meeting.flac --segments --rttm > meeting.rttm
 """
