@@ -125,7 +125,9 @@ def main() -> None:
             if p == default or len(paths) == 1:
                 tags.append("default CPU path")
                 if name in TARGETS:
-                    tags.append(f"{TARGETS[name] / xrt:.1f}x short of {TARGETS[name]:g}x")
+                    t = TARGETS[name]
+                    gap = f"{t / xrt:.1f}x short of" if xrt < t else f"{xrt / t:.1f}x beyond"
+                    tags.append(f"{gap} the {t:g}x target")
             print(
                 f"{name:<11} {p:<10} {xrt:>10.1f}x {wall['eager'] / wall[p]:>7.2f}x {cos:>10.6f} "
                 f"{wall[p]:>7.2f}  {', '.join(tags)}"
