@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -110,6 +111,9 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^Error opening <[^>]*>: ", "", line)
 
 
+_STDERR_SWAP = threading.Lock()
+
+
 @contextmanager
 def _quiet_decoder(path: Path) -> Iterator[None]:
     """Silence what a C decoder prints straight to file descriptor 2 (mpg123's "Note: Illegal
@@ -117,19 +121,20 @@ def _quiet_decoder(path: Path) -> Iterator[None]:
     if path.suffix.lower() not in _NOISY_DECODER_SUFFIXES:
         yield
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _STDERR_SWAP:  # fd 2 is the process's: threads (srpl serve) must not interleave swaps
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _open(source: Path | io.BytesIO, label: object = None) -> Any:

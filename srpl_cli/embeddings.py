@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,14 +225,6 @@ def embed_batch(paths: Sequence[Path], backbone: Backbone, min_speech_s: float =
     return outcomes
 
 
-def _map_local(
-    batches: list[list[Path]], backbone: Backbone, min_speech_s: float
-) -> Iterator[tuple[int, list[Outcome]]]:
-    """The local executor: each batch in turn, in this process."""
-    for b, paths in enumerate(batches):
-        yield b, embed_batch(paths, backbone, min_speech_s)
-
-
 def extract_embeddings(
     paths: Iterable[str | Path],
     backbone: Backbone,
@@ -308,7 +300,11 @@ def extract_embeddings(
     # the Ray executor return the same numbers (a backbone's output can depend on its batch's make-up)
     batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
     n_embedded = 0
-    run = executor.map_batches if executor is not None else _map_local
+    if executor is None:
+        from srpl_cli.executors import LocalExecutor
+
+        executor = LocalExecutor()
+    run = executor.map_batches
     for b, outcomes in run([[items[i] for i in batch] for batch in batches], backbone, min_speech_s):
         for i, (emb, quality, reason) in zip(batches[b], outcomes, strict=True):
             if reason is not None:

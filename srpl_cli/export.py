@@ -102,6 +102,10 @@ def _backbone_graph(backbone: Any) -> tuple[Any, str, dict[str, Any], Any]:
 
 
 # ---------------------------------------------------------------- backend graphs
+#: backends ``_backend_graph`` can write as ONNX
+EXPORTABLE_BACKENDS = ("cosine", "anchored-cosine", "as-norm", "srpl")
+
+
 def _backend_graph(backend: Any) -> Any:
     """A torch module computing ``backend.decision_function`` from its fitted state (float32)."""
     import torch
@@ -305,6 +309,11 @@ def export_model(
         raise UsageError(
             f"ONNX export supports the eres2netv2 and wavlm backbones; model '{model_name}' uses "
             f"{info.get('backbone')}"
+        )
+    if backend.name not in EXPORTABLE_BACKENDS:  # before loading the backbone, which can take a while
+        raise UsageError(
+            f"ONNX export supports the {', '.join(EXPORTABLE_BACKENDS)} methods; model '{model_name}' "
+            f"uses {backend.name}"
         )
     source = backbone_source or info.get("backbone_source")
     backbone = backbone_class(info["backbone"]).load(source, device="cpu", path="eager")  # type: ignore[call-arg]

@@ -312,9 +312,19 @@ def add_speaker(
             "source": "srpl speakers add",
             "srpl_version": __version__,
         }
-        workspace.save_profile(tune["backbone"], name, X_by[name], info)
         speakers = sorted({*map(str, meta.get("classes", [])), name})
-        change = _refit(workspace, model_name, mv, meta, tune, speakers, action="add", speaker=name)
+        change = _refit(
+            workspace,
+            model_name,
+            mv,
+            meta,
+            tune,
+            speakers,
+            action="add",
+            speaker=name,
+            pending={name: (X_by[name], info)},
+        )
+        workspace.save_profile(tune["backbone"], name, X_by[name], info)
     change.clips_used = len(used[name])
     change.problems = [{"path": p.path, "reason": p.reason} for p in report.problems]
     return change
@@ -363,11 +373,21 @@ def rename_speaker(
             raise StateError(_missing_profile(old, backbone))
         X, info = profiles[old]
         info = {k: v for k, v in info.items() if k not in ("speaker", "backbone", "updated")}
-        workspace.save_profile(backbone, new, X, {**info, "renamed_from": old})
+        info = {**info, "renamed_from": old}
         speakers = sorted(new if s == old else s for s in classes)
         change = _refit(
-            workspace, model_name, mv, meta, tune, speakers, action="rename", speaker=old, rename=(old, new)
+            workspace,
+            model_name,
+            mv,
+            meta,
+            tune,
+            speakers,
+            action="rename",
+            speaker=old,
+            rename=(old, new),
+            pending={new: (X, info)},
         )
+        workspace.save_profile(backbone, new, X, info)
         _forget_profile(workspace, backbone, old)
     change.new_name = new
     return change
@@ -433,13 +453,16 @@ def _refit(
     action: str,
     speaker: str,
     rename: tuple[str, str] | None = None,
+    pending: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
 ) -> SpeakerChange:
     """Fit the model's method on ``speakers``' stored profiles (+ the cached unknown / synthetic samples
-    it was tuned with), calibrate with its rule, and commit a new version. Call under the lock."""
+    it was tuned with), calibrate with its rule, and commit a new version. Call under the lock.
+    ``pending``: profiles to fit with that the caller stores only once the new version is committed, so a
+    refit that fails leaves every stored profile as it was."""
     from srpl_cli.calibration import fit_backend
 
     backbone, backbone_id = tune["backbone"], tune.get("backbone_id")
-    profiles = workspace.load_profiles(backbone)
+    profiles = {**workspace.load_profiles(backbone), **(pending or {})}
     X_by: dict[str, np.ndarray] = {}
     clips: dict[str, list[str]] = {}
     for s in speakers:

@@ -310,6 +310,13 @@ def tune(
     read_speaker_folders(source, allow_missing=allow_missing)
     ws = (workspace or Workspace()).check_writable()
     bb = load_backbone(backbone, backbone_source)
+    if method is not None and backend_class(method).uses_pool and not unlabeled:
+        from srpl_cli.pool import load_pool
+
+        if not len(load_pool(ws, bb.name, bb.identifier)):  # before minutes of embedding
+            from srpl_cli.backends.pool_propagation import NEEDS_POOL
+
+            raise DataError(NEEDS_POOL)
     report, X_by, used = enroll(
         source,
         ws,

@@ -410,7 +410,9 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None) -> Any:
     async def identify(
         request: Request,
         top_k: int = Query(1, ge=1, le=1000, description="Include the K best speakers in `top`."),
-        threshold: float | None = Query(None, description="Override the calibrated threshold."),
+        threshold: float | None = Query(
+            None, description="Override the calibrated threshold.", allow_inf_nan=False
+        ),
         name: str = Query("upload", max_length=200, description="Label of a raw-body clip in the answer."),
     ) -> Any:
         body = await read_body(
@@ -536,14 +538,17 @@ def add_segments_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -
     from srpl_cli.segments import segmenter_for
 
     by_version: dict[str, Any] = {}  # the stopping rule of the strangers' clustering, per model version
+    building = threading.Lock()
 
     def segment_upload(label: str, data: bytes, threshold: float | None) -> tuple[Identifier, dict[str, Any]]:
         identifier = holder.get()
         key = identifier.version.version
-        if key not in by_version:
-            by_version.clear()
-            by_version[key] = segmenter_for(identifier, holder.workspace, use_cache=False)
-        segmenter = by_version[key]
+        with building:  # worker threads: one builds it, the others reuse it (no half-switched dict)
+            segmenter = by_version.get(key)
+            if segmenter is None:
+                segmenter = segmenter_for(identifier, holder.workspace, use_cache=False)
+                by_version.clear()
+                by_version[key] = segmenter
         if not data:
             raise AudioError(label, "empty file (0 bytes)")
         seconds, fmt = probe_audio(data, label)
@@ -569,7 +574,9 @@ def add_segments_route(app: FastAPI, config: ServeConfig, holder: ModelHolder) -
     )
     async def segments(
         request: Request,
-        threshold: float | None = Query(None, description="Override the calibrated threshold."),
+        threshold: float | None = Query(
+            None, description="Override the calibrated threshold.", allow_inf_nan=False
+        ),
         name: str = Query("upload", max_length=200, description="Label of the recording in the answer."),
     ) -> Any:
         body = await read_body(

@@ -19,6 +19,7 @@ only the fallback. ``detector_name()`` says which is in use; it is part of the e
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -94,6 +95,12 @@ def detector_name() -> str:
     """``"silero-vad X.Y.Z"`` or ``"energy"`` (fallback in use): part of cache keys."""
     if _load_silero() is None:
         return "energy"
+    return _silero_label()
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_label() -> str:
+    """Read once: cache keys ask for it several times per clip."""
     try:
         return f"silero-vad {version('silero-vad')}"
     except PackageNotFoundError:

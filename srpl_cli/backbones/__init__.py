@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srpl_cli.errors import UsageError
@@ -31,10 +33,12 @@ def get_backbone(name: str, **kwargs: Any) -> Backbone:
     """Load backbone ``name`` (see ``Backbone.load`` for the keyword arguments)."""
     backbone = backbone_class(name).load(**kwargs)
     # how to load the same model elsewhere (Ray workers: srpl_cli.executors)
-    backbone.load_spec = {
-        "name": name,
-        **{k: str(v) if k == "source" and v is not None else v for k, v in kwargs.items()},
-    }
+    spec = {"name": name, **kwargs}
+    if spec.get("source") is not None:  # workers may run in another directory or on another node
+        spec["source"] = str(Path(spec["source"]).expanduser().absolute())
+    if "path" in inspect.signature(type(backbone).load).parameters:
+        spec["path"] = backbone.path  # the resolved inference path: "auto" can resolve otherwise on a worker
+    backbone.load_spec = spec
     return backbone
 
 

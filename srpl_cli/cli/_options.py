@@ -55,6 +55,14 @@ def non_negative_seconds(value: float) -> float:
     return value
 
 
+def positive_number(value: float) -> float:
+    """Option callback for sizes and limits: finite and > 0."""
+    finite_number(value)
+    if value <= 0:
+        raise typer.BadParameter(f"must be positive, not {value:g}")
+    return value
+
+
 MinSpeechOpt = Annotated[
     float,
     typer.Option(
@@ -82,8 +90,9 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
+        # no envvar: a $RAY_ADDRESS in the shell must not turn the local engine into a usage error;
+        # the Ray executor reads it itself
         help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS, else a local Ray for this run).",
-        envvar="RAY_ADDRESS",
         show_default=False,
     ),
 ]

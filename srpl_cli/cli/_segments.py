@@ -42,6 +42,13 @@ def run_segments(
     if not paths:
         raise DataError("no recording to identify")
     many = len(paths) > 1
+    if plot is not None and not many and plot.is_dir():
+        plot = plot / f"{paths[0].stem}.png"  # a folder for one recording: the PNG goes inside it
+    if plot is not None and many:
+        stems = [p.stem for p in paths]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            raise UsageError(f"--plot: recordings share the name {twice[0]!r}; their timelines would collide")
     if plot is not None:
         target_dir = plot if many else plot.parent
         try:

@@ -35,7 +35,6 @@ def fitted_table(
     from rich.measure import Measurement
     from rich.table import Table
 
-    keep = list(range(len(columns)))
     probe = Console(width=10_000)
 
     def build(idx: list[int]) -> Table:
@@ -59,7 +58,7 @@ def fitted_table(
         return Measurement.get(probe, probe.options, table).maximum <= width
 
     # most important first; a column (or group) that does not fit is skipped, a later smaller one may fit
-    keep = [i for i in keep if columns[i].priority <= 0]
+    keep = [i for i, c in enumerate(columns) if c.priority <= 0]
     for i in sorted(range(len(columns)), key=lambda i: (columns[i].priority, i)):
         if i in keep:
             continue

@@ -133,7 +133,7 @@ def identify(
             raise UsageError("--learn adds whole clips to the pool; it does not combine with --segments")
         if json_ and rttm:
             raise UsageError("--json and --rttm both print on stdout: choose one")
-        if engine != "local":
+        if engine != "local" or workers is not None or ray_address is not None:
             raise UsageError("--engine ray embeds whole clips; --segments runs in this process")
         run_segments(
             clips,

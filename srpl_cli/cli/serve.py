@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from srpl_cli.cli._options import BackboneSourceOpt, MinSpeechOpt, WorkspaceOpt
+from srpl_cli.cli._options import BackboneSourceOpt, MinSpeechOpt, WorkspaceOpt, positive_number
 
 HELP = """Serve identify over HTTP, with the backbone and the model kept loaded.
 
@@ -42,19 +42,34 @@ def serve(
         ),
     ] = None,
     max_upload_mb: Annotated[
-        float, typer.Option("--max-upload-mb", help="Largest request body (MiB); larger ones get 413.")
+        float,
+        typer.Option(
+            "--max-upload-mb",
+            help="Largest request body (MiB); larger ones get 413.",
+            callback=positive_number,
+        ),
     ] = 25.0,
     max_clip_seconds: Annotated[
-        float, typer.Option("--max-clip-seconds", help="Longest clip (seconds); longer ones get 413.")
+        float,
+        typer.Option(
+            "--max-clip-seconds",
+            help="Longest clip (seconds); longer ones get 413.",
+            callback=positive_number,
+        ),
     ] = 60.0,
     max_recording_minutes: Annotated[
         float,
         typer.Option(
-            "--max-recording-minutes", help="Longest recording for POST /segments (minutes); longer get 413."
+            "--max-recording-minutes",
+            help="Longest recording for POST /segments (minutes); longer get 413.",
+            callback=positive_number,
         ),
     ] = 240.0,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds a client has to send its upload (else 408).")
+        float,
+        typer.Option(
+            "--timeout", help="Seconds a client has to send its upload (else 408).", callback=positive_number
+        ),
     ] = 30.0,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for embedding.")] = 1,
     backbone_path: BackboneSourceOpt = None,
