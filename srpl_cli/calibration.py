@@ -67,6 +67,7 @@ def fit_backend(
     if pool is not None and len(pool):
         pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
     has_pool = pool is not None and len(pool) > 0
+    user_unknown = X_unknown  # the pool threshold's refits learn from these too, as the full model does
     learn_pool = None
     if cls.uses_pool:
         from srpl_cli.backends.pool_propagation import NEEDS_POOL
@@ -90,7 +91,7 @@ def fit_backend(
     if has_pool and target_far is None:
         from srpl_cli.pool_threshold import mixture_threshold, pool_scores
 
-        scores = pool_scores(method, kwargs, X, y, pool, model, seed)
+        scores = pool_scores(method, kwargs, X, y, pool, model, seed, extra_unknown=user_unknown)
         pool_info = mixture_threshold(scores, genuine, impostor)
     if pool_info is not None and pool_info.get("threshold") is not None:
         thr = float(pool_info["threshold"])

@@ -39,12 +39,14 @@ def pool_scores(
     pool: np.ndarray,
     model: Any,
     seed: int = 0,
+    extra_unknown: np.ndarray | None = None,
 ) -> np.ndarray:
     """Open-set scores of every pool clip by a model that did not learn from that clip.
 
     A backend that learns from the pool (``uses_pool``, or ``pool_negatives``: its strangers) is refitted
     twice, each time on half of it, and scores the other half (two-fold cross-fitting); any other
-    backend never saw the pool and ``model`` scores it.
+    backend never saw the pool and ``model`` scores it. ``extra_unknown``: the user's unknown samples,
+    which every refit learns from as the full model did.
     """
     from srpl_cli.backends import get_backend
 
@@ -63,6 +65,8 @@ def pool_scores(
             from srpl_cli.pool import in_domain_negatives
 
             learn = in_domain_negatives(X, y, learn)
+        if extra_unknown is not None and len(extra_unknown):
+            learn = np.concatenate([extra_unknown, learn]) if len(learn) else extra_unknown
         m = get_backend(method, **kwargs).fit(X, y, learn if len(learn) else None)
         out[side] = m.score_samples(pool[side])
     return out
