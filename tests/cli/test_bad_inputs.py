@@ -136,3 +136,18 @@ def test_corrupt_mp3_is_one_clean_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stderr == ""
     assert "unreadable or corrupt audio" in r.stdout and "regular file" not in r.stdout
+
+
+def test_ray_address_in_the_environment_leaves_the_local_engine_alone(tuned) -> None:
+    """A $RAY_ADDRESS exported for other tools must not turn every local run into a usage error."""
+    ws, enroll = tuned
+    clip = next(p for p in sorted(next(iter(sorted(enroll.iterdir()))).iterdir()))
+    r = srpl("identify", str(clip), "--workspace", str(ws), "--json", env={"RAY_ADDRESS": "auto"})
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-clip-seconds", "--timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_serve_limits_must_be_finite_and_positive(flag: str, value: str, tmp_path: Path) -> None:
+    r = srpl("serve", "--workspace", str(tmp_path / "ws"), flag, value)
+    one_line_error(r, 2, flag)
