@@ -2,19 +2,28 @@
 
 A deployment's pool holds clips of enrolled people and of strangers. Their open-set scores form two
 groups: high (an enrolled voice) and low (nobody known). A two-component Gaussian mixture fitted to
-those scores (scikit-learn's ``GaussianMixture``: EM with several restarts, well tested) estimates
-both groups in the deployment's own room, channel and moods. The pool threshold minimises the
-*balanced* error (the mean of the share of known clips rejected and the share of strangers accepted)
-over the pool's clips, each counted by its posterior membership of each group, whatever the pool's
-proportions; it is averaged with the cross-fitted threshold (measured: better than either alone on
-every development protocol, docs/accuracy.md).
+those scores estimates both groups in the deployment's own room, channel and moods. The pool threshold
+minimises the *balanced* error (the mean of the share of known clips rejected and the share of
+strangers accepted) over the pool's clips, each counted by its posterior membership of each group,
+whatever the pool's proportions.
 
-Cross-fitting the enrollment (``srpl_cli.calibration``) only sees held-out *enrollment* clips (the
-same mood and session as the enrollment) and left-out enrolled speakers as strangers; its threshold
-transfers badly to the deployment's real clips. The pool's threshold is trusted only when the mixture
-shows two clearly separated groups of real weight (a pool of only strangers or only enrolled people
-is one group: then the cross-fitted threshold stays), and is kept between the bounds the cross-fitting
-allows (see ``mixture_threshold``).
+Two things keep that estimate honest (measured in docs/accuracy.md):
+
+- **Pool scores like test scores.** A backend that learns from the pool scores each pool clip with a
+  model refitted without that clip's fold (``POOL_FOLDS``-fold cross-fitting). Two folds left each
+  model only half the pool, which raised every pool score above what the full model gives a new clip.
+- **The known group is no broader than a known voice.** Strangers' scores often have a long upper
+  tail (many single clips of different people, some close to an enrolled voice); a free Gaussian for
+  the known group swallows that tail and puts the threshold far too low. The known group's standard
+  deviation is capped at that of the enrollment's own held-out clips (cross-fitting), the one measure
+  of how much a known voice's scores spread that needs no labels. The fit is the same EM as
+  scikit-learn's ``GaussianMixture`` (which starts it and decides by BIC whether there are two groups
+  at all) with that one constraint, which scikit-learn cannot express.
+
+The pool's threshold is trusted only when the mixture shows two clearly separated groups of real
+weight (a pool of only strangers or only enrolled people is one group: then the cross-fitted threshold
+of ``srpl_cli.calibration`` stays), and is kept between the bounds the cross-fitting allows (see
+``mixture_threshold``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ MIN_POOL = 20
 MIN_WEIGHT = 0.05
 #: groups must be this many pooled standard deviations apart (Ashman's D)
 MIN_SEPARATION = 2.0
+#: cross-fitting folds for the pool scores of a backend that learns from the pool
+POOL_FOLDS = 5
+#: EM iterations of the capped two-group fit (1-D: converges in a few dozen)
+EM_STEPS = 200
 
 
 def pool_scores(
@@ -44,7 +57,7 @@ def pool_scores(
     """Open-set scores of every pool clip by a model that did not learn from that clip.
 
     A backend that learns from the pool (``uses_pool``, or ``pool_negatives``: its strangers) is refitted
-    twice, each time on half of it, and scores the other half (two-fold cross-fitting); any other
+    ``POOL_FOLDS`` times, each time without one fold of the pool, and scores that fold; any other
     backend never saw the pool and ``model`` scores it. ``extra_unknown``: the user's unknown samples,
     which every refit learns from as the full model did.
     """
@@ -53,15 +66,15 @@ def pool_scores(
     negatives = getattr(model, "pool_negatives", False)
     if not getattr(model, "uses_pool", False) and not negatives:
         return np.asarray(model.score_samples(pool), dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    half = rng.permutation(len(pool)) % 2 == 0
+    folds = np.random.default_rng(seed).permutation(len(pool)) % min(POOL_FOLDS, len(pool))
     out = np.empty(len(pool))
-    for side in (half, ~half):
-        if not side.any() or side.all():  # one clip: score it with the full model
-            out[side] = model.score_samples(pool[side]) if side.any() else out[side]
+    for f in np.unique(folds):
+        side = folds == f
+        if side.all():  # one clip: score it with the full model
+            out[side] = model.score_samples(pool[side])
             continue
         learn = pool[~side]
-        if negatives:  # it trains on the other half's strangers, as the full model did on all of them
+        if negatives:  # it trains on the other folds' strangers, as the full model did on all of them
             from srpl_cli.pool import in_domain_negatives
 
             learn = in_domain_negatives(X, y, learn)
@@ -75,8 +88,10 @@ def pool_scores(
 def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
     """What the pool's scores say about the threshold: ``threshold`` None when they are not trusted.
 
-    The two-group fit must beat one group by BIC, each group must hold ``MIN_WEIGHT`` of the pool and
-    be ``MIN_SEPARATION`` apart. The threshold is then clipped to the range the cross-fitting supports:
+    ``genuine`` / ``impostor``: the cross-fitted enrollment's held-out scores. The high group's spread
+    is capped at the genuine scores' (module docstring). The two-group fit must beat one group by BIC,
+    each group must hold ``MIN_WEIGHT`` of the pool and be ``MIN_SEPARATION`` apart. The threshold is
+    then clipped to the range the cross-fitting supports:
     never above the median held-out genuine score (it would reject most enrollment-like clips) and
     never below the median score of left-out enrolled speakers (it would accept most strangers).
     """
@@ -90,30 +105,55 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
     one = GaussianMixture(1, random_state=0).fit(s)
     two = GaussianMixture(2, n_init=3, random_state=0).fit(s)
     order = np.argsort(two.means_.ravel())
-    mu = two.means_.ravel()[order]
-    var = two.covariances_.ravel()[order]
-    w = two.weights_[order]
+    cap = float(np.std(genuine)) if len(genuine) >= 2 else None
+    mu, var, w, resp = _capped_mixture(
+        s.ravel(), two.means_.ravel()[order], two.covariances_.ravel()[order], two.weights_[order], cap
+    )
     separation = float(abs(mu[1] - mu[0]) / np.sqrt((var[0] + var[1]) / 2))
     info.update(
         known_weight=float(w[1]),
+        known_sd=float(np.sqrt(var[1])),
+        known_sd_cap=cap,
         separation=separation,
         bic_gain=float(one.bic(s) - two.bic(s)),
     )
     if one.bic(s) <= two.bic(s) or w.min() < MIN_WEIGHT or separation < MIN_SEPARATION:
         info["reason"] = "the pool's scores do not show two groups (only strangers, only enrolled people?)"
         return info
-    t = _balanced_split(s.ravel(), two.predict_proba(s)[:, order])
-    if len(genuine) and len(impostor):
-        from srpl_cli.calibration import equal_error_threshold
-
-        # the cross-fitted threshold knows the enrollment's own voices; the pool knows the room
-        t = (t + equal_error_threshold(genuine, impostor)) / 2
+    t = _balanced_split(s.ravel(), resp)
     if len(genuine):
         t = min(t, float(np.median(genuine)))
     if len(impostor):
         t = max(t, float(np.median(impostor)))
     info["threshold"] = float(t)
     return info
+
+
+def _capped_mixture(
+    s: np.ndarray, mu: np.ndarray, var: np.ndarray, w: np.ndarray, cap: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """EM for two 1-D Gaussians (low, high) from a scikit-learn start, the high group's standard
+    deviation kept at most ``cap`` (None: free). Returns means, variances, weights, posteriors."""
+    mu, var, w = (np.asarray(a, dtype=np.float64).copy() for a in (mu, var, w))
+    floor = 1e-6 * float(s.var()) + 1e-12
+
+    def posteriors() -> np.ndarray:
+        if cap is not None:
+            var[1] = min(var[1], max(cap**2, floor))
+        lp = (
+            -0.5 * (s[:, None] - mu) ** 2 / var
+            - 0.5 * np.log(2 * np.pi * var)
+            + np.log(np.maximum(w, 1e-300))
+        )
+        p = np.exp(lp - lp.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+    for _ in range(EM_STEPS if cap is not None else 0):  # free: scikit-learn's fit is the answer
+        p = posteriors()
+        n = p.sum(axis=0) + 1e-12
+        w, mu = n / n.sum(), (p * s[:, None]).sum(axis=0) / n
+        var = np.maximum((p * (s[:, None] - mu) ** 2).sum(axis=0) / n, floor)
+    return mu, var, w, posteriors()
 
 
 def _balanced_split(s: np.ndarray, resp: np.ndarray) -> float:
