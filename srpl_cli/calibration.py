@@ -83,16 +83,34 @@ def fit_backend(
         negatives = in_domain_negatives(X, y, pool)
         if len(negatives):
             X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
+    pool_info: dict[str, Any] | None = None
     with _blas_threads(np.asarray(X).size):
         model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
         kwargs = {**kwargs, **model.refit_params()}  # held-out refits score on the full model's scale
         genuine, impostor = held_out_scores(method, kwargs, X, y, X_unknown, origin=origin, pool=learn_pool)
-    pool_info: dict[str, Any] | None = None
-    if has_pool and target_far is None:
-        from srpl_cli.pool_threshold import mixture_threshold, pool_scores
+        if has_pool and target_far is None:
+            from srpl_cli.pool_threshold import holds_no_strangers, mixture_threshold, pool_scores
 
-        scores = pool_scores(method, kwargs, X, y, pool, model, seed, extra_unknown=user_unknown)
-        pool_info = mixture_threshold(scores, genuine, impostor)
+            scores = pool_scores(method, kwargs, X, y, pool, model, seed, extra_unknown=user_unknown)
+            pool_info = mixture_threshold(scores, genuine, impostor)
+            safe = model.strangerless_params() if cls.uses_pool else None
+            if (
+                pool_info["threshold"] is None
+                and safe is not None
+                and len(genuine)
+                and len(impostor)
+                and holds_no_strangers(scores, equal_error_threshold(genuine, impostor))
+            ):
+                # enrolled people only: what the pool would teach about strangers is wrong; refit without it
+                kwargs = {**kwargs, **safe}
+                model = get_backend(method, **kwargs).fit(X, y, learn_pool)
+                genuine, impostor = held_out_scores(
+                    method, kwargs, X, y, None, origin=origin, pool=learn_pool
+                )
+                pool_info["reason"] = (
+                    "the pool seems to hold enrolled people only: learned nothing about strangers"
+                )
+                pool_info["strangers"] = False
     if pool_info is not None and pool_info.get("threshold") is not None:
         thr = float(pool_info["threshold"])
         rule = "the unlabeled pool's score mixture (known and unknown groups equally likely to err)"

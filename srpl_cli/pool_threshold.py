@@ -21,8 +21,10 @@ Two things keep that estimate honest (measured in docs/accuracy.md):
   at all) with that one constraint, which scikit-learn cannot express.
 
 The pool's threshold is trusted only when the mixture shows two clearly separated groups of real
-weight (a pool of only strangers or only enrolled people is one group: then the cross-fitted threshold
-of ``srpl_cli.calibration`` stays), and is kept between the bounds the cross-fitting allows (see
+weight (a pool of only strangers or only enrolled people is one group) and when the high group could be
+enrolled voices: more than ``MAX_KNOWN_SHIFT`` of their spreads below the held-out enrollment clips it
+is the upper tail of a strangers-only pool. Otherwise the cross-fitted threshold of
+``srpl_cli.calibration`` stays. A trusted threshold is kept between the bounds the cross-fitting allows (see
 ``mixture_threshold``).
 """
 
@@ -38,6 +40,11 @@ MIN_POOL = 20
 MIN_WEIGHT = 0.05
 #: groups must be this many pooled standard deviations apart (Ashman's D)
 MIN_SEPARATION = 2.0
+#: the high group is no enrolled voice when its mean is this many held-out genuine standard deviations
+#: below the genuine median (it is then the upper tail of the strangers' scores)
+MAX_KNOWN_SHIFT = 3.0
+#: a pool that shows one group with at least this share above the cross-fitted threshold holds no strangers
+NO_STRANGER_SHARE = 0.8
 #: cross-fitting folds for the pool scores of a backend that learns from the pool
 POOL_FOLDS = 5
 #: EM iterations of the capped two-group fit (1-D: converges in a few dozen)
@@ -90,8 +97,9 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
 
     ``genuine`` / ``impostor``: the cross-fitted enrollment's held-out scores. The high group's spread
     is capped at the genuine scores' (module docstring). The two-group fit must beat one group by BIC,
-    each group must hold ``MIN_WEIGHT`` of the pool and be ``MIN_SEPARATION`` apart. The threshold is
-    then clipped to the range the cross-fitting supports:
+    each group must hold ``MIN_WEIGHT`` of the pool and be ``MIN_SEPARATION`` apart, and the high group
+    must lie within ``MAX_KNOWN_SHIFT`` genuine spreads of the genuine median. The threshold is then
+    clipped to the range the cross-fitting supports:
     never above the median held-out genuine score (it would reject most enrollment-like clips) and
     never below the median score of left-out enrolled speakers (it would accept most strangers).
     """
@@ -120,6 +128,9 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
     if one.bic(s) <= two.bic(s) or w.min() < MIN_WEIGHT or separation < MIN_SEPARATION:
         info["reason"] = "the pool's scores do not show two groups (only strangers, only enrolled people?)"
         return info
+    if cap is not None and mu[1] < float(np.median(genuine)) - MAX_KNOWN_SHIFT * cap:
+        info["reason"] = "the pool's high group scores far below held-out enrollment clips (strangers only?)"
+        return info
     t = _balanced_split(s.ravel(), resp)
     if len(genuine):
         t = min(t, float(np.median(genuine)))
@@ -127,6 +138,18 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
         t = max(t, float(np.median(impostor)))
     info["threshold"] = float(t)
     return info
+
+
+def holds_no_strangers(scores: np.ndarray, threshold: float) -> bool:
+    """Whether a pool whose scores show one group (``mixture_threshold`` did not trust it) is enrolled
+    people only: ``NO_STRANGER_SHARE`` of it is accepted at the cross-fitted ``threshold``.
+
+    A pool method then learns "nobody I know" from nothing: every clip near anyone enrolled looks
+    known (measured in docs/accuracy.md, *Robust pools*). Pools of strangers only, or mixed, leave
+    most of their clips below that threshold.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    return bool(len(s) and (s >= threshold).mean() >= NO_STRANGER_SHARE)
 
 
 def _capped_mixture(

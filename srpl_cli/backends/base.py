@@ -128,6 +128,11 @@ class OpenSetClassifier:
         their scores are on its scale; none by default."""
         return {}
 
+    def strangerless_params(self) -> dict[str, Any] | None:
+        """Parameters under which a pool backend learns nothing about strangers from the pool, for a
+        pool that holds none (``srpl_cli.pool_threshold.holds_no_strangers``); None: no such mode."""
+        return None
+
     def set_threshold(self, threshold: float) -> OpenSetClassifier:
         self.threshold_ = float(threshold)
         return self

@@ -195,6 +195,9 @@ class PoolPropagationBackend(OpenSetClassifier):
     def refit_params(self) -> dict[str, Any]:
         return {"propagation_weight": float(self.propagation_weight_[0])}
 
+    def strangerless_params(self) -> dict[str, Any]:
+        return {"propagation_weight": 0.0}  # the enrollment-only score, on the pool-whitened scale
+
     def _stranger_evidence(self, pool: np.ndarray) -> float:
         """Weight of the propagated score, from how much of the pool sounds like strangers.
 
