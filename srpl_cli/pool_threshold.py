@@ -24,8 +24,8 @@ The pool's threshold is trusted only when the mixture shows two clearly separate
 weight (a pool of only strangers or only enrolled people is one group) and when the high group could be
 enrolled voices: more than ``MAX_KNOWN_SHIFT`` of their spreads below the held-out enrollment clips it
 is the upper tail of a strangers-only pool. Otherwise the cross-fitted threshold of
-``srpl_cli.calibration`` stays. A trusted threshold is kept between the bounds the cross-fitting allows (see
-``mixture_threshold``).
+``srpl_cli.calibration`` stays. A trusted threshold is kept between the bounds the cross-fitting
+allows (see ``mixture_threshold``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ MIN_SEPARATION = 2.0
 MAX_KNOWN_SHIFT = 3.0
 #: a pool that shows one group with at least this share above the cross-fitted threshold holds no strangers
 NO_STRANGER_SHARE = 0.8
+#: fewest held-out genuine scores whose spread caps the high group (fewer: no cap, no shift check)
+MIN_GENUINE = 5
 #: cross-fitting folds for the pool scores of a backend that learns from the pool
 POOL_FOLDS = 5
 #: EM iterations of the capped two-group fit (1-D: converges in a few dozen)
@@ -113,7 +115,7 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
     one = GaussianMixture(1, random_state=0).fit(s)
     two = GaussianMixture(2, n_init=3, random_state=0).fit(s)
     order = np.argsort(two.means_.ravel())
-    cap = float(np.std(genuine)) if len(genuine) >= 2 else None
+    cap = float(np.std(genuine)) if len(genuine) >= MIN_GENUINE else None
     mu, var, w, resp = _capped_mixture(
         s.ravel(), two.means_.ravel()[order], two.covariances_.ravel()[order], two.weights_[order], cap
     )
