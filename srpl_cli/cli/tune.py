@@ -96,7 +96,7 @@ def tune(
     quiet: QuietOpt = False,
 ) -> None:
     from srpl_cli import pipeline
-    from srpl_cli.cli._output import out, print_json, progress_bar
+    from srpl_cli.cli._output import out, print_json, progress_bar, warn
     from srpl_cli.cli.enroll import render_enrollment
     from srpl_cli.errors import UsageError
     from srpl_cli.workspace import Workspace
@@ -138,6 +138,11 @@ def tune(
     )
     if report.n_pool:
         out.print(f"unlabeled pool: {report.n_pool} clips ({report.n_pool_added} added now)", highlight=False)
+        pool_cal = cal.get("pool") or {}
+        if pool_cal.get("strangers") is False:
+            warn("the unlabeled pool seems to hold enrolled people only; add recordings of other voices")
+        elif pool_cal and pool_cal.get("threshold") is None and pool_cal.get("reason"):
+            out.print(f"pool not used for the threshold: {pool_cal['reason']}", highlight=False)
     out.print(f"threshold {report.threshold:.4f}: {cal['rule']}", highlight=False)
     rates = []
     if "heldout_far" in cal:

@@ -372,6 +372,29 @@ def test_tune_with_unlabeled_pool_then_identify_learn(tmp_path):
     assert r.returncode != 0 and "no such directory (--unlabeled)" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_tune_warns_when_the_pool_holds_enrolled_people_only(tmp_path):
+    """A pool of the enrolled people's own other clips teaches nothing about strangers: tune says so,
+    switches propagation off and keeps the cross-fitted threshold."""
+    speakers = sorted(shared_path("librispeech-mini", "speakers").iterdir())[:4]
+    enroll, heard = tmp_path / "enroll", tmp_path / "heard"
+    heard.mkdir()
+    for d in speakers:
+        clips = sorted(d.glob("*.flac"))
+        (enroll / d.name).mkdir(parents=True)
+        for p in clips[:5]:
+            (enroll / d.name / p.name).symlink_to(p)
+        for p in clips[5:]:
+            (heard / p.name).symlink_to(p)
+    base = ["--shots", "5", "--backbone", "dvector", "--workspace", tmp_path / "ws"]
+    r = srpl("tune", enroll, *base, "--unlabeled", heard)
+    assert r.returncode == 0, r.stderr
+    assert "pool seems to hold enrolled people only" in r.stderr
+    assert "equal held-out false-accept and false-reject rates" in r.stdout
+    r = srpl("tune", enroll, *base, "--json")
+    pool = json.loads(r.stdout)["calibration"]["pool"]
+    assert pool["strangers"] is False and pool["threshold"] is None
+
+
 def test_evaluate_with_unlabeled_share_on_audio(tmp_path):
     """`evaluate --unlabeled-share` on audio folders: pool methods by default, operating-point metrics."""
     speakers = shared_path("librispeech-mini", "speakers")
