@@ -523,9 +523,9 @@ def _refit(
     X_unknown = np.concatenate(unknown_parts) if unknown_parts else None
     pool_X = None
     if "unlabeled_pool" in sources:  # tuned with a pool: refit with the stored pool, as `tune` would now
-        from srpl_cli.pool import load_pool
+        from srpl_cli.pool import read_pool
 
-        pool = load_pool(workspace, backbone, backbone_id)
+        pool = read_pool(workspace, backbone, backbone_id)  # under the lock already
         if not len(pool):
             raise DataError(
                 f"model '{model_name}' was tuned with an unlabeled pool, and the workspace holds none now",

@@ -12,8 +12,8 @@ Layout (docs/workspace.md)::
     pool/<backbone>/embeddings.npy   (n, dim) float32, row i = clips[i]
     pool/<backbone>/pool.json        {"backbone_id": ..., "clips": [{path, sha256, source, added}, ...]}
 
-The directory is rebuilt under ``tmp/`` and swapped in whole (under the workspace lock), so a reader
-sees the old pool or the new one. A clip whose content is already in the pool is not added again (the
+The directory is rebuilt under ``tmp/`` and swapped in whole under the workspace lock, and readers take
+that lock too, so a reader sees the old pool or the new one. A clip whose content is already in the pool is not added again (the
 same recording under another name would count twice). Embeddings of another backbone identifier
 (other weights) are dropped with a warning when clips are added: they live in another space.
 """
@@ -53,7 +53,18 @@ class Pool:
 
 def load_pool(workspace: Workspace, backbone: str, backbone_id: str | None = None) -> Pool:
     """The stored pool for ``backbone`` (empty when none). With ``backbone_id``, rows embedded with other
-    weights are left out (and a warning says so)."""
+    weights are left out (and a warning says so).
+
+    Read under the workspace lock: a writer swaps the folder in two renames (old aside, new in), so an
+    unlocked reader could find no pool between them, or the old pool.json beside the new embeddings.
+    Callers that already hold the lock use ``read_pool``.
+    """
+    with workspace.lock():
+        return read_pool(workspace, backbone, backbone_id)
+
+
+def read_pool(workspace: Workspace, backbone: str, backbone_id: str | None = None) -> Pool:
+    """``load_pool`` for a caller that holds the workspace lock."""
     d = workspace.pool_dir(backbone)
     if not (d / "pool.json").is_file():
         return Pool(np.zeros((0, 0), np.float32))
@@ -89,7 +100,7 @@ def add_to_pool(
 
     X = np.asarray(X, dtype=np.float32)
     with workspace.lock():
-        old = load_pool(workspace, backbone, backbone_id)
+        old = read_pool(workspace, backbone, backbone_id)
         seen = {c.get("sha256") for c in old.clips}
         rows, records = [], []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -177,3 +177,44 @@ def test_in_domain_negatives_leave_out_enrolled_voices():
     is_known = np.isin(y[pool], (0, 1, 2, 3))
     assert kept[~is_known].mean() > 0.9  # strangers stay
     assert kept[is_known].mean() < 0.5  # most clips of enrolled people are recognised and left out
+
+
+def test_pool_readers_never_see_a_half_swapped_pool(tmp_path):
+    """A `tune` reading the pool while an `identify --learn` (another process) keeps adding to it sees
+    the whole old pool or the whole new one: never a missing or an inconsistent one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from srpl_cli.pool import add_to_pool, load_pool
+    from srpl_cli.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    first = tmp_path / "first.wav"
+    first.write_bytes(b"clip -1")
+    add_to_pool(ws, "dvector", "dvector@abc", np.zeros((1, 4), np.float32), [first], "test")
+    writer = textwrap.dedent(
+        f"""
+        import numpy as np
+        from pathlib import Path
+        from srpl_cli.pool import add_to_pool
+        from srpl_cli.workspace import Workspace
+        ws = Workspace({str(tmp_path / "ws")!r})
+        for i in range(150):
+            p = Path({str(tmp_path)!r}) / f"c{{i}}.wav"
+            p.write_bytes(f"clip {{i}}".encode())
+            add_to_pool(ws, "dvector", "dvector@abc", np.full((1, 4), i, np.float32), [p], "learn")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer])
+    sizes = []
+    try:
+        while proc.poll() is None:
+            pool = load_pool(ws, "dvector", "dvector@abc")  # raises on an inconsistent read
+            assert len(pool) >= 1 and len(pool.clips) == len(pool.X)
+            sizes.append(len(pool))
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert sizes == sorted(sizes)  # a reader never goes back to an older pool
+    assert len(load_pool(ws, "dvector", "dvector@abc")) == 151
