@@ -89,26 +89,24 @@ def add_to_pool(
     backbone_id: str,
     X: np.ndarray,
     paths: Sequence[str | Path],
+    hashes: Sequence[str],
     source: str,
 ) -> tuple[Pool, int]:
-    """Add clips (rows of ``X``, from ``paths``) to the stored pool; returns (the pool, clips added).
+    """Add clips (rows of ``X``, from ``paths``, whose bytes hash to ``hashes``: what the embedding run
+    computed, ``ExtractionResult.hashes``) to the stored pool; returns (the pool, clips added).
 
     Clips whose content hash is already in the pool are skipped. Call without holding the lock: this
     takes it for the write.
     """
-    from srpl_cli.embeddings import file_sha256
-
     X = np.asarray(X, dtype=np.float32)
+    if not len(X) == len(paths) == len(hashes):
+        raise ValueError(f"{len(X)} embeddings, {len(paths)} paths and {len(hashes)} hashes")
     with workspace.lock():
         old = read_pool(workspace, backbone, backbone_id)
         seen = {c.get("sha256") for c in old.clips}
         rows, records = [], []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for i, p in enumerate(paths):
-            try:
-                digest = file_sha256(p)
-            except OSError:
-                continue  # the clip went away since it was embedded: nothing to record it by
+        for i, (p, digest) in enumerate(zip(paths, hashes, strict=True)):
             if digest in seen:
                 continue
             seen.add(digest)

@@ -95,6 +95,35 @@ def test_add_embeds_only_the_new_person_and_identifies_them(ws, tuned):
     assert np.mean([r.speaker == "grandma" for r in out]) >= 0.8
 
 
+def test_identify_learn_loads_and_reads_each_clip_once(ws, tuned, monkeypatch):
+    """`identify --learn` adds to the pool what identify just computed: one backbone load, one embedding
+    and one content hash per clip."""
+    from srpl_cli import embeddings, pool
+    from srpl_cli.backbones.dvector import DVectorBackbone
+
+    _, _, dirs = tuned
+    clips = sorted(dirs[N_SPEAKERS].glob("*.flac"))[:3]
+    loads, hashed, embedded = [], [], []
+    real_load, real_hash, real_embed = (
+        DVectorBackbone.load.__func__,
+        embeddings.file_sha256,
+        DVectorBackbone.embed,
+    )
+    monkeypatch.setattr(
+        DVectorBackbone, "load", classmethod(lambda cls, *a, **k: loads.append(1) or real_load(cls, *a, **k))
+    )
+    monkeypatch.setattr(embeddings, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(
+        DVectorBackbone, "embed", lambda self, w: embedded.append(len(w)) or real_embed(self, w)
+    )
+    answers, added, size = pipeline.identify_and_learn(clips, ws)
+    assert [a.path for a in answers] == [str(p) for p in clips] and not any(a.error for a in answers)
+    assert (added, size) == (3, 3)
+    assert len(loads) == 1 and len(hashed) == 3 and sum(embedded) == 3
+    stored = pool.load_pool(ws, "dvector")
+    assert [c["sha256"] for c in stored.clips] == [real_hash(p) for p in clips]
+
+
 def test_remove_then_add_back_reproduces_the_original_model(ws, tuned):
     """The refit uses the method, parameters, seed and threshold rule of tune: same people, same model."""
     _, report, dirs = tuned

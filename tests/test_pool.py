@@ -130,6 +130,7 @@ def test_operating_point_counts_misnamed_clips_and_finds_the_oracle():
 
 
 def test_pool_store_dedupes_and_keeps_provenance(tmp_path):
+    from srpl_cli.embeddings import file_sha256
     from srpl_cli.pool import add_to_pool, load_pool
     from srpl_cli.workspace import Workspace
 
@@ -140,9 +141,10 @@ def test_pool_store_dedupes_and_keeps_provenance(tmp_path):
         p.write_bytes(b"same" if i < 2 else b"other")  # c0 and c1 have the same content
         clips.append(p)
     X = np.arange(9, dtype=np.float32).reshape(3, 3)
-    pool, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, "test")
+    hashes = [file_sha256(p) for p in clips]
+    pool, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, hashes, "test")
     assert added == 2 and len(pool) == 2
-    _, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, "again")
+    _, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, hashes, "again")
     assert added == 0
     back = load_pool(ws, "dvector", "dvector@abc")
     np.testing.assert_array_equal(back.X, X[[0, 2]])
@@ -192,7 +194,7 @@ def test_pool_readers_never_see_a_half_swapped_pool(tmp_path):
     ws = Workspace(tmp_path / "ws")
     first = tmp_path / "first.wav"
     first.write_bytes(b"clip -1")
-    add_to_pool(ws, "dvector", "dvector@abc", np.zeros((1, 4), np.float32), [first], "test")
+    add_to_pool(ws, "dvector", "dvector@abc", np.zeros((1, 4), np.float32), [first], ["h-1"], "test")
     writer = textwrap.dedent(
         f"""
         import numpy as np
@@ -203,7 +205,8 @@ def test_pool_readers_never_see_a_half_swapped_pool(tmp_path):
         for i in range(150):
             p = Path({str(tmp_path)!r}) / f"c{{i}}.wav"
             p.write_bytes(f"clip {{i}}".encode())
-            add_to_pool(ws, "dvector", "dvector@abc", np.full((1, 4), i, np.float32), [p], "learn")
+            x = np.full((1, 4), i, np.float32)
+            add_to_pool(ws, "dvector", "dvector@abc", x, [p], [f"h{{i}}"], "learn")
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", writer])
