@@ -101,19 +101,12 @@ class Identifier:
     ) -> Identifier:
         """Load the model in use; ``backbone`` is reused when it is the one the model was tuned with
         (a server switching versions keeps the loaded weights)."""
-        from srpl_cli.backbones import get_backbone
+        from srpl_cli.model_backbone import load_model_backbone
 
         backend, info, mv = load_model(workspace, model_name, version)
-        wanted = info.get("backbone_id")
-        if backbone is None or backbone.name != info["backbone"] or backbone.identifier != wanted:
-            source = backbone_source or info.get("backbone_source")
-            backbone = get_backbone(info["backbone"], source=source)
-            if backbone.identifier != wanted:
-                log.warning(
-                    "backbone weights differ from those the model was tuned with (%s vs %s): scores may be off",
-                    backbone.identifier,
-                    wanted,
-                )
+        backbone = load_model_backbone(
+            info, f"model '{mv.name}'", backbone_source, strict=False, loaded=backbone
+        )
         return cls(backend, backbone, info, mv)
 
     @property

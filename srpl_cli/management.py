@@ -284,6 +284,7 @@ def add_speaker(
     """
     from srpl_cli import pipeline
     from srpl_cli.datasets import collect_audio
+    from srpl_cli.model_backbone import load_model_backbone
 
     check_name(name, "speaker name")
     if shots is not None and shots < 1:
@@ -292,14 +293,7 @@ def add_speaker(
     _, tune = _model_state(mv)
     shots = shots if shots is not None else tune.get("shots")
     paths = sorted(collect_audio(list(clips)), key=lambda p: str(p))
-    source = backbone_source or tune.get("backbone_source")
-    bb = _backbone or pipeline.load_backbone(tune["backbone"], source)
-    if tune.get("backbone_id") and bb.identifier != tune["backbone_id"]:
-        raise StateError(
-            f"the {tune['backbone']} weights found ({bb.identifier}) differ from those model '{model_name}' "
-            f"was tuned with ({tune['backbone_id']}): embeddings would not be comparable",
-            hint="pass the original weights with --backbone-path, or tune again",
-        )
+    bb = load_model_backbone(tune, f"model '{model_name}'", backbone_source, strict=True, loaded=_backbone)
     X_by, used, report = pipeline._embed_speakers({name: paths}, bb, workspace, shots, progress, min_speech_s)
     if name not in X_by:
         first = f": {report.problems[0].path}: {report.problems[0].reason}" if report.problems else ""
