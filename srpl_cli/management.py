@@ -454,6 +454,7 @@ def _refit(
     ``pending``: profiles to fit with that the caller stores only once the new version is committed, so a
     refit that fails leaves every stored profile as it was."""
     from srpl_cli.calibration import fit_backend
+    from srpl_cli.model_backbone import mismatch
 
     backbone, backbone_id = tune["backbone"], tune.get("backbone_id")
     profiles = {**workspace.load_profiles(backbone), **(pending or {})}
@@ -463,7 +464,7 @@ def _refit(
         if s not in profiles:
             raise StateError(_missing_profile(s, backbone))
         X, info = profiles[s]
-        if backbone_id and info.get("backbone_id") not in (None, backbone_id):
+        if info.get("backbone_id") and mismatch(backbone_id, info["backbone_id"], "it") is not None:
             raise StateError(
                 f"the stored profile of '{s}' was enrolled with other {backbone} weights than model "
                 f"'{model_name}' {mv.version}",

@@ -124,6 +124,42 @@ def test_identify_learn_loads_and_reads_each_clip_once(ws, tuned, monkeypatch):
     assert [c["sha256"] for c in stored.clips] == [real_hash(p) for p in clips]
 
 
+def _retag(ws: Workspace, backbone_id: str) -> None:
+    """Pretend the model in use was tuned with another backbone identifier."""
+    path = ws.root / "models/default/v0001/tune.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "backbone_id": backbone_id}))
+
+
+def test_identify_warns_about_other_weights_only_when_they_are(ws, tuned, caplog):
+    """A model tuned on the bf16 CPU path loads silently; one tuned under an older front end says to re-tune
+    (not "weights differ"); other weights are named. `speakers add` refuses both."""
+    from srpl_cli.identifier import Identifier
+
+    _, report, dirs = tuned
+    current = Identifier.load(ws).backbone.identifier
+    assert current.startswith("dvector:") and ":fe2" in current
+    cases = {
+        current + ":bf16": None,
+        current.replace(":fe2", ":fe1"): "was tuned under an older dvector front end (fe1; this srpl embeds "
+        "with fe2): re-tune it (srpl tune); until then scores may be off",
+        current.split(":fe")[0][:-4] + "ffff:fe2:w20": "weights found",
+    }
+    for tagged, expected in cases.items():
+        _retag(ws, tagged)
+        caplog.clear()
+        Identifier.load(ws)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if expected is None:
+            assert warned == []
+        else:
+            assert len(warned) == 1 and expected in warned[0], warned
+            with pytest.raises(StateError, match="re-tune" if "front end" in expected else "weights found"):
+                management.add_speaker(ws, "grandma", [dirs[N_SPEAKERS]])
+    _retag(ws, current + ":bf16")  # same weights and front end: a person can be added
+    assert management.add_speaker(ws, "grandma", [dirs[N_SPEAKERS]]).version == "v0002"
+
+
 def test_remove_then_add_back_reproduces_the_original_model(ws, tuned):
     """The refit uses the method, parameters, seed and threshold rule of tune: same people, same model."""
     _, report, dirs = tuned
