@@ -14,8 +14,9 @@ Layout (docs/workspace.md)::
 
 The directory is rebuilt under ``tmp/`` and swapped in whole under the workspace lock, and readers take
 that lock too, so a reader sees the old pool or the new one. A clip whose content is already in the pool is not added again (the
-same recording under another name would count twice). Embeddings of another backbone identifier
-(other weights) are dropped with a warning when clips are added: they live in another space.
+same recording under another name would count twice). Embeddings of other weights or another front end
+(``srpl_cli.model_backbone``) are dropped with a warning when clips are added: they live in another
+space. Another CPU path (``:bf16``) is the same space.
 """
 
 from __future__ import annotations
@@ -77,10 +78,19 @@ def read_pool(workspace: Workspace, backbone: str, backbone_id: str | None = Non
         raise WorkspaceError(f"unlabeled pool {d} is unreadable ({exc}); remove that folder") from None
     if X.ndim != 2 or len(X) != len(clips) or not np.isfinite(X).all():
         raise WorkspaceError(f"unlabeled pool {d} is inconsistent; remove that folder")
-    if backbone_id is not None and stored_id != backbone_id:
-        log.warning("the stored pool (%d clips) was embedded with other weights; it is not used", len(X))
+    if backbone_id is not None and _other_space(stored_id, backbone_id):
+        log.warning(
+            "the stored pool (%d clips) was embedded with other weights or front end; it is not used", len(X)
+        )
         return Pool(np.zeros((0, X.shape[1]), np.float32), [], backbone_id)
     return Pool(X.astype(np.float32), clips, stored_id)
+
+
+def _other_space(stored_id: str | None, backbone_id: str) -> bool:
+    """Pool rows are of another embedding space: other weights or front end (not another CPU path)."""
+    from srpl_cli.model_backbone import mismatch
+
+    return stored_id is None or mismatch(stored_id, backbone_id, "the pool") is not None
 
 
 def add_to_pool(

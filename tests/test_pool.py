@@ -150,6 +150,7 @@ def test_pool_store_dedupes_and_keeps_provenance(tmp_path):
     np.testing.assert_array_equal(back.X, X[[0, 2]])
     assert [c["source"] for c in back.clips] == ["test", "test"]
     assert len(load_pool(ws, "dvector", "dvector@other-weights")) == 0  # another embedding space
+    assert len(load_pool(ws, "dvector", "dvector@abc:bf16")) == 2  # another CPU path: the same space
 
 
 def test_pool_default_beats_cosine_on_qspeech():
