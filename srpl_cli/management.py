@@ -558,10 +558,7 @@ def _refit(
             **({"new_name": rename[1]} if rename else {}),
         },
     }
-    with workspace.building("model") as build:
-        model.save(build, metadata=meta.get("metadata") or {"backbone": backbone, "backbone_id": backbone_id})
-        (build / "tune.json").write_text(json.dumps(new_tune, indent=2))
-        new = workspace.commit_model(build, model_name)
+    new = workspace.save_model(model, new_tune, model_name, meta.get("metadata") or None)
     return SpeakerChange(
         action,
         speaker,

@@ -6,7 +6,6 @@ Nothing here prints or exits; the CLI renders the results and maps ``SrplError``
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -397,10 +396,7 @@ def tune(
         "srpl_version": __version__,
     }
     with ws.lock():
-        with ws.building("model") as build:
-            model.save(build, metadata={"backbone": bb.name, "backbone_id": bb.identifier})
-            (build / "tune.json").write_text(json.dumps(tune_info, indent=2))
-            mv = ws.commit_model(build, model_name)
+        mv = ws.save_model(model, tune_info, model_name)
     return TuneReport(
         model_name,
         mv.version,
