@@ -222,3 +222,19 @@ def test_pool_readers_never_see_a_half_swapped_pool(tmp_path):
     assert proc.returncode == 0
     assert sizes == sorted(sizes)  # a reader never goes back to an older pool
     assert len(load_pool(ws, "dvector", "dvector@abc")) == 151
+
+
+def test_uncalibrated_evaluate_fit_routes_the_pool_as_tune_does():
+    """`evaluate --no-calibrate`'s fit takes the pool through the same routing as `fit_backend`: an
+    enrollment clip also in the pool is left out of it (else it would be its own unlabeled neighbour)."""
+    from srpl_cli.evaluation import _fit
+
+    X, y = clusters(5)
+    enroll, rest = enrolled_split(X, y)
+    pool = X[rest[::2]]
+    fit = _fit(calibrate=False)
+    test = X[rest[1::2]]
+    for method in ("pool-propagation", "srpl-v2"):
+        clean = fit(method, X[enroll], y[enroll], None, 0, pool=pool)
+        leaky = fit(method, X[enroll], y[enroll], None, 0, pool=np.concatenate([pool, X[enroll]]))
+        np.testing.assert_array_equal(clean.decision_function(test), leaky.decision_function(test))
