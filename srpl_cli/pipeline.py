@@ -452,9 +452,10 @@ def identify(
     min_speech_s: float = 0.5,
 ) -> list[Identification]:
     """Who speaks in each clip: a speaker of the tuned model, or None (unknown)."""
-    return _identify(clips, workspace, model_name, top_k, backbone_source, threshold, progress, min_speech_s)[
-        0
-    ]
+    answers, _, _ = _identify(
+        clips, workspace, model_name, top_k, backbone_source, threshold, progress, min_speech_s
+    )
+    return answers
 
 
 def identify_and_learn(
