@@ -169,21 +169,39 @@ def audio_duration(path: str | Path) -> float:
         fh.close()
 
 
-def _float_peak(path: Path, fh: Any) -> float:
-    """Peak |sample| of a float-coded file (the only kind that can exceed 1), read in blocks; 1 otherwise."""
-    if fh.subtype not in ("FLOAT", "DOUBLE"):
-        return 1.0
-    peak = 0.0
+def _file_plan(path: Path, fh: Any) -> tuple[int | None, float]:
+    """What ``_decode_whole`` decides from the whole file, decided before streaming it: the channel to
+    use when the channel mean cancels out (``None``: the mean, see ``downmix``) and the peak of the
+    resulting mono signal (1 for integer files, which cannot exceed it). One pass over the file, only
+    for multichannel or float files; the handle is left at the start."""
+    is_float = fh.subtype in ("FLOAT", "DOUBLE")
+    if fh.channels == 1 and not is_float:
+        return None, 1.0
+    n = 0
+    mono_sq, mono_peak = 0.0, 0.0
+    channel_sq = np.zeros(fh.channels)
+    channel_peak = np.zeros(fh.channels)
     fh.seek(0)
     while True:
         block = _read(path, fh, _BLOCK_SAMPLES // max(1, fh.channels))
         if len(block) == 0:
             break
-        finite = block[np.isfinite(block)]
-        if finite.size:
-            peak = max(peak, float(np.max(np.abs(finite))))
+        if not np.isfinite(block).all():
+            raise AudioError(path, "audio contains NaN or infinite samples")
+        mono = block.mean(axis=1, dtype=np.float32) if fh.channels > 1 else block[:, 0]
+        n += len(block)
+        mono_sq += mean_square(mono) * len(block)
+        mono_peak = max(mono_peak, float(np.max(np.abs(mono))))
+        for c in range(fh.channels):
+            channel_sq[c] += mean_square(block[:, c]) * len(block)
+            channel_peak[c] = max(channel_peak[c], float(np.max(np.abs(block[:, c]))))
     fh.seek(0)
-    return peak
+    channel = None
+    if fh.channels > 1 and n and _cancels(mono_sq / n, list(channel_sq / n)):
+        channel = int(np.argmax(channel_sq))
+    if not is_float:
+        return channel, 1.0
+    return channel, mono_peak if channel is None else float(channel_peak[channel])
 
 
 def _scale_note(peak: float) -> str | None:
@@ -200,9 +218,11 @@ def iter_blocks(
     Memory stays flat with duration (one block plus a little resampling context). The blocks,
     concatenated, equal ``load_audio(path, target_sr)`` to float rounding: each block is resampled
     with enough real neighbouring samples on both sides (zeros only at the file's ends, exactly as a
-    whole-file resample pads), and block edges fall on whole periods of the rate ratio. Float samples
-    far outside [-1, 1] are scaled to peak 1 as ``load_audio`` does, with a line added to ``notes``. Raises
-    ``AudioError`` for an unreadable file or NaN/infinite samples (the blocks before it were yielded).
+    whole-file resample pads), and block edges fall on whole periods of the rate ratio. What
+    ``load_audio`` decides from the whole file is decided here from the whole file too, in a first pass
+    (multichannel or float files only): whether the channel mean cancels out (then the loudest channel
+    is used, see ``downmix``) and whether float samples far outside [-1, 1] are scaled to peak 1 (with a
+    line added to ``notes``). Raises ``AudioError`` for an unreadable file or NaN/infinite samples.
     """
     path = check_regular_file(path)
     fh = _open(path)
@@ -222,8 +242,7 @@ def _blocks(
     width = math.ceil(6 * down / (0.99 * min(up, down)))
     context = down * (math.ceil((width + down) / down) + 1) if sr != target_sr else 0
     block = max(down, int(block_s * sr) // down * down)
-    peak = _float_peak(path, fh)
-    scale = 1.0 / peak if peak > OVER_RANGE_PEAK else 1.0
+    channel, peak = _file_plan(path, fh)
     note = _scale_note(peak)
     if note is not None and notes is not None:
         notes.append(note)
@@ -238,9 +257,12 @@ def _blocks(
                 break
             if not np.isfinite(raw).all():
                 raise AudioError(path, "audio contains NaN or infinite samples")
-            mono = downmix(raw) if raw.shape[1] > 1 else raw[:, 0]
-            if scale != 1.0:
-                mono = mono * np.float32(scale)
+            if channel is not None:
+                mono = np.ascontiguousarray(raw[:, channel])
+            else:
+                mono = raw.mean(axis=1, dtype=np.float32) if raw.shape[1] > 1 else raw[:, 0]
+            if note is not None:  # as _decode_whole scales
+                mono = mono / np.float32(peak)
             buf = np.concatenate((buf, mono.astype(np.float32, copy=False)))
         n_new = min(block, len(buf) - context)
         if n_new <= 0:
@@ -341,9 +363,14 @@ def downmix(data: np.ndarray) -> np.ndarray:
     """
     mono = data.mean(axis=1, dtype=np.float32)
     powers = [mean_square(data[:, c]) for c in range(data.shape[1])]
-    if mean_square(mono) < _DOWNMIX_MIN_POWER_RATIO * float(np.mean(powers)):
+    if _cancels(mean_square(mono), powers):
         return np.ascontiguousarray(data[:, int(np.argmax(powers))])
     return mono
+
+
+def _cancels(mono_power: float, channel_powers: list[float]) -> bool:
+    """The channel mean kept too little of the channels' power: they cancel out."""
+    return mono_power < _DOWNMIX_MIN_POWER_RATIO * float(np.mean(channel_powers))
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:

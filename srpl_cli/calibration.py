@@ -64,25 +64,9 @@ def fit_backend(
     kwargs = dict(params or {})
     if "random_state" in cls._param_names() and "random_state" not in kwargs:
         kwargs["random_state"] = seed
-    if pool is not None and len(pool):
-        pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
-    has_pool = pool is not None and len(pool) > 0
     user_unknown = X_unknown  # the pool threshold's refits learn from these too, as the full model does
-    learn_pool = None
-    if cls.uses_pool:
-        from srpl_cli.backends.pool_propagation import NEEDS_POOL
-        from srpl_cli.errors import DataError
-
-        if not has_pool:
-            raise DataError(NEEDS_POOL)
-        learn_pool = pool if X_unknown is None or not len(X_unknown) else np.concatenate([pool, X_unknown])
-        X_unknown = None
-    elif cls.pool_negatives and has_pool:
-        from srpl_cli.pool import in_domain_negatives
-
-        negatives = in_domain_negatives(X, y, pool)
-        if len(negatives):
-            X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
+    pool, X_unknown, learn_pool = route_pool(cls, X, y, X_unknown, pool)
+    has_pool = pool is not None
     pool_info: dict[str, Any] | None = None
     with _blas_threads(np.asarray(X).size):
         model = get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else X_unknown)
@@ -144,6 +128,34 @@ def fit_backend(
     if pool_info is not None:
         info["pool"] = pool_info
     return model, info
+
+
+def route_pool(
+    cls: Any, X: np.ndarray, y: np.ndarray, X_unknown: np.ndarray | None, pool: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """How an unlabeled pool reaches backend class ``cls`` (``fit_backend``, and evaluate's uncalibrated
+    fits): (the pool without the enrollment's own rows, ``None`` when empty; the unknown samples the
+    backend fits with; the pool a ``uses_pool`` backend fits with, the unknown samples added, else
+    ``None``). A ``pool_negatives`` backend gets the pool's in-domain strangers as unknown samples."""
+    if pool is not None and len(pool):
+        pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
+    if pool is None or not len(pool):
+        pool = None
+    if cls.uses_pool:
+        from srpl_cli.backends.pool_propagation import NEEDS_POOL
+        from srpl_cli.errors import DataError
+
+        if pool is None:
+            raise DataError(NEEDS_POOL)
+        learn_pool = pool if X_unknown is None or not len(X_unknown) else np.concatenate([pool, X_unknown])
+        return pool, None, learn_pool
+    if cls.pool_negatives and pool is not None:
+        from srpl_cli.pool import in_domain_negatives
+
+        negatives = in_domain_negatives(X, y, pool)
+        if len(negatives):
+            X_unknown = negatives if X_unknown is None else np.concatenate([X_unknown, negatives])
+    return pool, X_unknown, None
 
 
 def _without_rows(pool: np.ndarray, X: np.ndarray) -> np.ndarray:

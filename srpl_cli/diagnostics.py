@@ -66,12 +66,18 @@ class Info:
         return asdict(self)
 
 
-def dir_stats(path: Path) -> tuple[int, int]:
-    """(bytes, files) under ``path``; symlinks are not followed (HF snapshots link into blobs/)."""
+def dir_stats(
+    path: Path, parts: tuple[Path, ...] = ()
+) -> tuple[tuple[int, int], dict[Path, tuple[int, int]]]:
+    """(bytes, files) under ``path``, and the same for each folder of ``parts`` inside it, in one walk;
+    symlinks are not followed (HF snapshots link into blobs/)."""
     size = n = 0
+    sub = {p: [0, 0] for p in parts}
     if not path.is_dir():
-        return 0, 0
+        return (0, 0), {p: (0, 0) for p in parts}
     for root, _dirs, files in os.walk(path):
+        here = Path(root)
+        counters = [c for p, c in sub.items() if here == p or p in here.parents]
         for f in files:
             try:
                 st = os.lstat(os.path.join(root, f))
@@ -79,7 +85,10 @@ def dir_stats(path: Path) -> tuple[int, int]:
                 continue
             size += st.st_size
             n += 1
-    return size, n
+            for c in counters:
+                c[0] += st.st_size
+                c[1] += 1
+    return (size, n), {p: (c[0], c[1]) for p, c in sub.items()}
 
 
 def library_versions() -> dict[str, str | None]:
@@ -135,7 +144,8 @@ def backbone_status() -> list[BackboneStatus]:
     return out
 
 
-def workspace_status(ws: Workspace) -> WorkspaceStatus:
+def workspace_status(ws: Workspace, size_bytes: int | None = None) -> WorkspaceStatus:
+    """What the workspace holds; ``size_bytes``: its size when the caller has walked it already."""
     from srpl_cli.management import list_models
 
     models: dict[str, str | None] = {}
@@ -154,7 +164,9 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
             datasets = sorted(ws.datasets())
         except Exception:  # noqa: BLE001
             datasets = []
-    return WorkspaceStatus(str(ws.root), ws.root.is_dir(), dir_stats(ws.root)[0], models, speakers, datasets)
+    if size_bytes is None:
+        size_bytes = dir_stats(ws.root)[0][0]
+    return WorkspaceStatus(str(ws.root), ws.root.is_dir(), size_bytes, models, speakers, datasets)
 
 
 def gather(workspace: Workspace | None = None) -> Info:
@@ -162,13 +174,11 @@ def gather(workspace: Workspace | None = None) -> Info:
     from srpl_cli.backbones import _hub
 
     ws = workspace or Workspace()
-    caches = []
-    for label, path in (
-        ("embeddings", ws.cache_dir),
-        ("huggingface", _hub.hf_cache_dir()),
-        ("modelscope", _hub.modelscope_cache_dir()),
-    ):
-        size, n = dir_stats(path)
+    # one walk of the workspace gives its size and the embedding cache's (the bulk of it)
+    (ws_size, _), inside = dir_stats(ws.root, (ws.cache_dir,))
+    caches = [CacheStatus("embeddings", str(ws.cache_dir), ws.cache_dir.is_dir(), *inside[ws.cache_dir])]
+    for label, path in (("huggingface", _hub.hf_cache_dir()), ("modelscope", _hub.modelscope_cache_dir())):
+        (size, n), _ = dir_stats(path)
         caches.append(CacheStatus(label, str(path), path.is_dir(), size, n))
     flags = {
         k: os.environ[k]
@@ -181,7 +191,7 @@ def gather(workspace: Workspace | None = None) -> Info:
         platform.platform(terse=True),
         library_versions(),
         compute_device(),
-        workspace_status(ws),
+        workspace_status(ws, ws_size),
         backbone_status(),
         caches,
         flags,

@@ -134,6 +134,8 @@ class ExtractionResult:
     backbone_id: str = ""
     n_cached: int = 0
     n_embedded: int = 0
+    #: sha256 of each usable clip's bytes (row order): what the pool dedupes on, so it need not read them again
+    hashes: list[str] = field(default_factory=list)
 
 
 def _duration_hint(path: Path) -> float:
@@ -335,4 +337,5 @@ def extract_embeddings(
         backbone_id=bid,
         n_cached=n_cached,
         n_embedded=n_embedded,
+        hashes=[hashes[i] for i in ok],
     )

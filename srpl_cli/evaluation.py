@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from srpl_cli.calibration import fit_backend
+from srpl_cli.calibration import fit_backend, route_pool
 from srpl_cli.errors import DataError, UsageError
 from srpl_cli.pipeline import DEFAULT_METHOD, DEFAULT_POOL_METHOD, Progress, embed_clips, load_backbone
 from srpl_cli.protocols import (
@@ -313,18 +313,8 @@ def _fit(calibrate: bool, cohort: np.ndarray | None = None):
         if calibrate:
             return fit_backend(method, X, y, Xu, seed, origin=origin, pool=pool)[0]
         kwargs = {"random_state": seed} if "random_state" in cls._param_names() else {}
-        if cls.uses_pool:
-            if pool is None:
-                from srpl_cli.backends.pool_propagation import NEEDS_POOL
-
-                raise UsageError(NEEDS_POOL)
-            Xu = pool if Xu is None else np.concatenate([pool, Xu])
-        elif cls.pool_negatives and pool is not None:
-            from srpl_cli.pool import in_domain_negatives
-
-            neg = in_domain_negatives(X, y, pool)
-            Xu = neg if Xu is None else np.concatenate([Xu, neg])
-        return get_backend(method, **kwargs).fit(X, y, Xu)
+        _, Xu, learn_pool = route_pool(cls, X, y, Xu, pool)  # as tune routes it (calibration.fit_backend)
+        return get_backend(method, **kwargs).fit(X, y, learn_pool if cls.uses_pool else Xu)
 
     return fit
 

@@ -302,7 +302,7 @@ def export_model(
 ) -> ExportReport:
     """Export the workspace's tuned model ``model_name`` (its backbone loaded on the eager path)."""
     from srpl_cli import pipeline
-    from srpl_cli.backbones import backbone_class
+    from srpl_cli.model_backbone import load_model_backbone
 
     backend, info, _ = pipeline.load_model(workspace, model_name)
     if info.get("backbone") not in ("eres2netv2", "wavlm"):
@@ -315,8 +315,9 @@ def export_model(
             f"ONNX export supports the {', '.join(EXPORTABLE_BACKENDS)} methods; model '{model_name}' "
             f"uses {backend.name}"
         )
-    source = backbone_source or info.get("backbone_source")
-    backbone = backbone_class(info["backbone"]).load(source, device="cpu", path="eager")  # type: ignore[call-arg]
+    backbone = load_model_backbone(
+        info, f"model '{model_name}'", backbone_source, strict=True, device="cpu", path="eager"
+    )
     return export_onnx(out, backbone, backend, info)
 
 

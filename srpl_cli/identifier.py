@@ -21,7 +21,7 @@ from srpl_cli.workspace import DEFAULT_MODEL, ModelVersion, Workspace
 if TYPE_CHECKING:
     from srpl_cli.backbones.base import Backbone
     from srpl_cli.backends.base import OpenSetClassifier
-    from srpl_cli.embeddings import EmbeddingCache, Progress
+    from srpl_cli.embeddings import EmbeddingCache, ExtractionResult, Progress
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,12 @@ class Identifier:
     ) -> Identifier:
         """Load the model in use; ``backbone`` is reused when it is the one the model was tuned with
         (a server switching versions keeps the loaded weights)."""
-        from srpl_cli.backbones import get_backbone
+        from srpl_cli.model_backbone import load_model_backbone
 
         backend, info, mv = load_model(workspace, model_name, version)
-        wanted = info.get("backbone_id")
-        if backbone is None or backbone.name != info["backbone"] or backbone.identifier != wanted:
-            source = backbone_source or info.get("backbone_source")
-            backbone = get_backbone(info["backbone"], source=source)
-            if backbone.identifier != wanted:
-                log.warning(
-                    "backbone weights differ from those the model was tuned with (%s vs %s): scores may be off",
-                    backbone.identifier,
-                    wanted,
-                )
+        backbone = load_model_backbone(
+            info, f"model '{mv.name}'", backbone_source, strict=False, loaded=backbone
+        )
         return cls(backend, backbone, info, mv)
 
     @property
@@ -143,6 +136,17 @@ class Identifier:
         min_speech_s: float = 0.5,
     ) -> list[Identification]:
         """One answer per path, in order; an unusable clip gets an answer with ``error`` set."""
+        res = self.embed_files(paths, cache, progress, min_speech_s)
+        return self.answer(paths, res, top_k, threshold)
+
+    def embed_files(
+        self,
+        paths: Sequence[Path],
+        cache: EmbeddingCache | None = None,
+        progress: Progress | None = None,
+        min_speech_s: float = 0.5,
+    ) -> ExtractionResult:
+        """Embed ``paths`` with the model's backbone (through ``cache``), for ``answer``."""
         from srpl_cli.embeddings import extract_embeddings
         from srpl_cli.executors import current_executor
 
@@ -158,6 +162,12 @@ class Identifier:
             for w in q.warnings:
                 if "outside [-1, 1]" in w:  # the clip was changed before scoring: say so
                     log.warning("%s: %s", p, w)
+        return res
+
+    def answer(
+        self, paths: Sequence[Path], res: ExtractionResult, top_k: int = 3, threshold: float | None = None
+    ) -> list[Identification]:
+        """One answer per path of ``embed_files(paths)``, in order."""
         answers = dict(zip(map(str, res.paths_ok), self.score(res.embeddings, top_k, threshold), strict=True))
         for p, reason in res.problems:
             answers[str(p)] = _failed(str(p), reason)

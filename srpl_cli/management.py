@@ -284,6 +284,7 @@ def add_speaker(
     """
     from srpl_cli import pipeline
     from srpl_cli.datasets import collect_audio
+    from srpl_cli.model_backbone import load_model_backbone
 
     check_name(name, "speaker name")
     if shots is not None and shots < 1:
@@ -292,14 +293,7 @@ def add_speaker(
     _, tune = _model_state(mv)
     shots = shots if shots is not None else tune.get("shots")
     paths = sorted(collect_audio(list(clips)), key=lambda p: str(p))
-    source = backbone_source or tune.get("backbone_source")
-    bb = _backbone or pipeline.load_backbone(tune["backbone"], source)
-    if tune.get("backbone_id") and bb.identifier != tune["backbone_id"]:
-        raise StateError(
-            f"the {tune['backbone']} weights found ({bb.identifier}) differ from those model '{model_name}' "
-            f"was tuned with ({tune['backbone_id']}): embeddings would not be comparable",
-            hint="pass the original weights with --backbone-path, or tune again",
-        )
+    bb = load_model_backbone(tune, f"model '{model_name}'", backbone_source, strict=True, loaded=_backbone)
     X_by, used, report = pipeline._embed_speakers({name: paths}, bb, workspace, shots, progress, min_speech_s)
     if name not in X_by:
         first = f": {report.problems[0].path}: {report.problems[0].reason}" if report.problems else ""
@@ -460,6 +454,7 @@ def _refit(
     ``pending``: profiles to fit with that the caller stores only once the new version is committed, so a
     refit that fails leaves every stored profile as it was."""
     from srpl_cli.calibration import fit_backend
+    from srpl_cli.model_backbone import mismatch
 
     backbone, backbone_id = tune["backbone"], tune.get("backbone_id")
     profiles = {**workspace.load_profiles(backbone), **(pending or {})}
@@ -469,7 +464,7 @@ def _refit(
         if s not in profiles:
             raise StateError(_missing_profile(s, backbone))
         X, info = profiles[s]
-        if backbone_id and info.get("backbone_id") not in (None, backbone_id):
+        if info.get("backbone_id") and mismatch(backbone_id, info["backbone_id"], "it") is not None:
             raise StateError(
                 f"the stored profile of '{s}' was enrolled with other {backbone} weights than model "
                 f"'{model_name}' {mv.version}",
@@ -523,9 +518,9 @@ def _refit(
     X_unknown = np.concatenate(unknown_parts) if unknown_parts else None
     pool_X = None
     if "unlabeled_pool" in sources:  # tuned with a pool: refit with the stored pool, as `tune` would now
-        from srpl_cli.pool import load_pool
+        from srpl_cli.pool import read_pool
 
-        pool = load_pool(workspace, backbone, backbone_id)
+        pool = read_pool(workspace, backbone, backbone_id)  # under the lock already
         if not len(pool):
             raise DataError(
                 f"model '{model_name}' was tuned with an unlabeled pool, and the workspace holds none now",
@@ -563,10 +558,7 @@ def _refit(
             **({"new_name": rename[1]} if rename else {}),
         },
     }
-    with workspace.building("model") as build:
-        model.save(build, metadata=meta.get("metadata") or {"backbone": backbone, "backbone_id": backbone_id})
-        (build / "tune.json").write_text(json.dumps(new_tune, indent=2))
-        new = workspace.commit_model(build, model_name)
+    new = workspace.save_model(model, new_tune, model_name, meta.get("metadata") or None)
     return SpeakerChange(
         action,
         speaker,

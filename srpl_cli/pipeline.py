@@ -6,7 +6,6 @@ Nothing here prints or exits; the CLI renders the results and maps ``SrplError``
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -397,10 +396,7 @@ def tune(
         "srpl_version": __version__,
     }
     with ws.lock():
-        with ws.building("model") as build:
-            model.save(build, metadata={"backbone": bb.name, "backbone_id": bb.identifier})
-            (build / "tune.json").write_text(json.dumps(tune_info, indent=2))
-            mv = ws.commit_model(build, model_name)
+        mv = ws.save_model(model, tune_info, model_name)
     return TuneReport(
         model_name,
         mv.version,
@@ -437,33 +433,11 @@ def _tune_pool(
         res = embed_clips(collect_audio([d]), bb, ws, progress, min_speech_s)
         if len(res.paths_ok) == 0:
             raise DataError(f"{d}: no usable clip (--unlabeled)")
-        _, n = add_to_pool(ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, f"tune --unlabeled {d}")
+        _, n = add_to_pool(
+            ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, res.hashes, f"tune --unlabeled {d}"
+        )
         added += n
     return load_pool(ws, bb.name, bb.identifier), added
-
-
-def learn(
-    clips: Sequence[str | Path],
-    workspace: Workspace | None = None,
-    model_name: str = DEFAULT_MODEL,
-    backbone_source: str | Path | None = None,
-    min_speech_s: float = 0.5,
-) -> tuple[int, int]:
-    """``identify --learn``: add the usable ``clips`` to the unlabeled pool of the model's backbone
-    (embedded through the cache, so clips just identified cost nothing). Returns (added, pool size);
-    the next ``tune`` learns from them."""
-    from srpl_cli.datasets import collect_audio
-    from srpl_cli.pool import add_to_pool, load_pool
-
-    ws = workspace or Workspace()
-    _, info, _ = load_model(ws, model_name)
-    bb = load_backbone(info["backbone"], backbone_source or info.get("backbone_source"))
-    paths = collect_audio(list(clips), [])
-    res = embed_clips(paths, bb, ws, None, min_speech_s) if paths else None
-    if res is None or not len(res.paths_ok):
-        return 0, len(load_pool(ws, bb.name, bb.identifier))
-    pool, added = add_to_pool(ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, "identify --learn")
-    return added, len(pool)
 
 
 # ---------------------------------------------------------------- identify
@@ -478,6 +452,51 @@ def identify(
     min_speech_s: float = 0.5,
 ) -> list[Identification]:
     """Who speaks in each clip: a speaker of the tuned model, or None (unknown)."""
+    answers, _, _ = _identify(
+        clips, workspace, model_name, top_k, backbone_source, threshold, progress, min_speech_s
+    )
+    return answers
+
+
+def identify_and_learn(
+    clips: Sequence[str | Path],
+    workspace: Workspace | None = None,
+    model_name: str = DEFAULT_MODEL,
+    top_k: int = 3,
+    backbone_source: str | Path | None = None,
+    threshold: float | None = None,
+    progress: Progress = None,
+    min_speech_s: float = 0.5,
+) -> tuple[list[Identification], int, int]:
+    """``identify --learn``: ``identify``, then add the usable clips to the unlabeled pool of the model's
+    backbone (their embeddings and content hashes from that same run). Returns (answers, clips added,
+    pool size); the next ``tune`` learns from them."""
+    from srpl_cli.pool import add_to_pool, load_pool
+
+    ws = workspace or Workspace()
+    results, identifier, res = _identify(
+        clips, ws, model_name, top_k, backbone_source, threshold, progress, min_speech_s
+    )
+    bb = identifier.backbone
+    if res is None or not len(res.paths_ok):
+        return results, 0, len(load_pool(ws, bb.name, bb.identifier))
+    pool, added = add_to_pool(
+        ws, bb.name, bb.identifier, res.embeddings, res.paths_ok, res.hashes, "identify --learn"
+    )
+    return results, added, len(pool)
+
+
+def _identify(
+    clips: Sequence[str | Path],
+    workspace: Workspace | None,
+    model_name: str,
+    top_k: int,
+    backbone_source: str | Path | None,
+    threshold: float | None,
+    progress: Progress,
+    min_speech_s: float,
+) -> tuple[list[Identification], Identifier, Any]:
+    """(answers, the loaded Identifier, the ExtractionResult or None when no file was found)."""
     from srpl_cli.datasets import collect_audio
     from srpl_cli.embeddings import EmbeddingCache
 
@@ -488,11 +507,14 @@ def identify(
     identifier = Identifier.load(ws, model_name, backbone_source=backbone_source)
     empty_dirs: list[tuple[Path, str]] = []
     paths = collect_audio(list(clips), empty_dirs)
-    results = []
+    results: list[Identification] = []
+    res = None
     if paths:
         cache = EmbeddingCache(ws.ensure().cache_dir)
-        results = identifier.identify_files(paths, cache, top_k, threshold, progress, min_speech_s)
-    return results + [Identification(str(p), None, None, {}, [], error=reason) for p, reason in empty_dirs]
+        res = identifier.embed_files(paths, cache, progress, min_speech_s)
+        results = identifier.answer(paths, res, top_k, threshold)
+    failed = [Identification(str(p), None, None, {}, [], error=reason) for p, reason in empty_dirs]
+    return results + failed, identifier, res
 
 
 # ---------------------------------------------------------------- synthesize

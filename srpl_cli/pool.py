@@ -12,10 +12,11 @@ Layout (docs/workspace.md)::
     pool/<backbone>/embeddings.npy   (n, dim) float32, row i = clips[i]
     pool/<backbone>/pool.json        {"backbone_id": ..., "clips": [{path, sha256, source, added}, ...]}
 
-The directory is rebuilt under ``tmp/`` and swapped in whole (under the workspace lock), so a reader
-sees the old pool or the new one. A clip whose content is already in the pool is not added again (the
-same recording under another name would count twice). Embeddings of another backbone identifier
-(other weights) are dropped with a warning when clips are added: they live in another space.
+The directory is rebuilt under ``tmp/`` and swapped in whole under the workspace lock, and readers take
+that lock too, so a reader sees the old pool or the new one. A clip whose content is already in the pool is not added again (the
+same recording under another name would count twice). Embeddings of other weights or another front end
+(``srpl_cli.model_backbone``) are dropped with a warning when clips are added: they live in another
+space. Another CPU path (``:bf16``) is the same space.
 """
 
 from __future__ import annotations
@@ -53,7 +54,18 @@ class Pool:
 
 def load_pool(workspace: Workspace, backbone: str, backbone_id: str | None = None) -> Pool:
     """The stored pool for ``backbone`` (empty when none). With ``backbone_id``, rows embedded with other
-    weights are left out (and a warning says so)."""
+    weights are left out (and a warning says so).
+
+    Read under the workspace lock: a writer swaps the folder in two renames (old aside, new in), so an
+    unlocked reader could find no pool between them, or the old pool.json beside the new embeddings.
+    Callers that already hold the lock use ``read_pool``.
+    """
+    with workspace.lock():
+        return read_pool(workspace, backbone, backbone_id)
+
+
+def read_pool(workspace: Workspace, backbone: str, backbone_id: str | None = None) -> Pool:
+    """``load_pool`` for a caller that holds the workspace lock."""
     d = workspace.pool_dir(backbone)
     if not (d / "pool.json").is_file():
         return Pool(np.zeros((0, 0), np.float32))
@@ -66,10 +78,19 @@ def load_pool(workspace: Workspace, backbone: str, backbone_id: str | None = Non
         raise WorkspaceError(f"unlabeled pool {d} is unreadable ({exc}); remove that folder") from None
     if X.ndim != 2 or len(X) != len(clips) or not np.isfinite(X).all():
         raise WorkspaceError(f"unlabeled pool {d} is inconsistent; remove that folder")
-    if backbone_id is not None and stored_id != backbone_id:
-        log.warning("the stored pool (%d clips) was embedded with other weights; it is not used", len(X))
+    if backbone_id is not None and _other_space(stored_id, backbone_id):
+        log.warning(
+            "the stored pool (%d clips) was embedded with other weights or front end; it is not used", len(X)
+        )
         return Pool(np.zeros((0, X.shape[1]), np.float32), [], backbone_id)
     return Pool(X.astype(np.float32), clips, stored_id)
+
+
+def _other_space(stored_id: str | None, backbone_id: str) -> bool:
+    """Pool rows are of another embedding space: other weights or front end (not another CPU path)."""
+    from srpl_cli.model_backbone import mismatch
+
+    return stored_id is None or mismatch(stored_id, backbone_id, "the pool") is not None
 
 
 def add_to_pool(
@@ -78,26 +99,24 @@ def add_to_pool(
     backbone_id: str,
     X: np.ndarray,
     paths: Sequence[str | Path],
+    hashes: Sequence[str],
     source: str,
 ) -> tuple[Pool, int]:
-    """Add clips (rows of ``X``, from ``paths``) to the stored pool; returns (the pool, clips added).
+    """Add clips (rows of ``X``, from ``paths``, whose bytes hash to ``hashes``: what the embedding run
+    computed, ``ExtractionResult.hashes``) to the stored pool; returns (the pool, clips added).
 
     Clips whose content hash is already in the pool are skipped. Call without holding the lock: this
     takes it for the write.
     """
-    from srpl_cli.embeddings import file_sha256
-
     X = np.asarray(X, dtype=np.float32)
+    if not len(X) == len(paths) == len(hashes):
+        raise ValueError(f"{len(X)} embeddings, {len(paths)} paths and {len(hashes)} hashes")
     with workspace.lock():
-        old = load_pool(workspace, backbone, backbone_id)
+        old = read_pool(workspace, backbone, backbone_id)
         seen = {c.get("sha256") for c in old.clips}
         rows, records = [], []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for i, p in enumerate(paths):
-            try:
-                digest = file_sha256(p)
-            except OSError:
-                continue  # the clip went away since it was embedded: nothing to record it by
+        for i, (p, digest) in enumerate(zip(paths, hashes, strict=True)):
             if digest in seen:
                 continue
             seen.add(digest)

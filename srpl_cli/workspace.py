@@ -288,6 +288,19 @@ class Workspace:
         atomic_write_text(model_dir / "CURRENT", version + "\n")
         return ModelVersion(name, version, model_dir / version)
 
+    def save_model(
+        self, model: Any, tune_info: dict[str, Any], name: str, metadata: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Write a fitted backend (``OpenSetClassifier``) and its ``tune.json`` as the next version of model
+        ``name`` and put it in use (`tune`, and the refits of `speakers ...`). Call under ``lock()``.
+        ``metadata`` (in meta.json) defaults to the backbone named in ``tune_info``."""
+        if metadata is None:
+            metadata = {"backbone": tune_info["backbone"], "backbone_id": tune_info.get("backbone_id")}
+        with self.building("model") as build:
+            model.save(build, metadata=metadata)
+            (build / "tune.json").write_text(json.dumps(tune_info, indent=2))
+            return self.commit_model(build, name)
+
     def current_model(self, name: str = DEFAULT_MODEL, version: str | None = None) -> ModelVersion:
         """The model in use (or a given version). Raises StateError when nothing is tuned yet."""
         self.check_folder()

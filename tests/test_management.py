@@ -95,6 +95,71 @@ def test_add_embeds_only_the_new_person_and_identifies_them(ws, tuned):
     assert np.mean([r.speaker == "grandma" for r in out]) >= 0.8
 
 
+def test_identify_learn_loads_and_reads_each_clip_once(ws, tuned, monkeypatch):
+    """`identify --learn` adds to the pool what identify just computed: one backbone load, one embedding
+    and one content hash per clip."""
+    from srpl_cli import embeddings, pool
+    from srpl_cli.backbones.dvector import DVectorBackbone
+
+    _, _, dirs = tuned
+    clips = sorted(dirs[N_SPEAKERS].glob("*.flac"))[:3]
+    loads, hashed, embedded = [], [], []
+    real_load, real_hash, real_embed = (
+        DVectorBackbone.load.__func__,
+        embeddings.file_sha256,
+        DVectorBackbone.embed,
+    )
+    monkeypatch.setattr(
+        DVectorBackbone, "load", classmethod(lambda cls, *a, **k: loads.append(1) or real_load(cls, *a, **k))
+    )
+    monkeypatch.setattr(embeddings, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(
+        DVectorBackbone, "embed", lambda self, w: embedded.append(len(w)) or real_embed(self, w)
+    )
+    answers, added, size = pipeline.identify_and_learn(clips, ws)
+    assert [a.path for a in answers] == [str(p) for p in clips] and not any(a.error for a in answers)
+    assert (added, size) == (3, 3)
+    assert len(loads) == 1 and len(hashed) == 3 and sum(embedded) == 3
+    stored = pool.load_pool(ws, "dvector")
+    assert [c["sha256"] for c in stored.clips] == [real_hash(p) for p in clips]
+
+
+def _retag(ws: Workspace, backbone_id: str) -> None:
+    """Pretend the model in use was tuned with another backbone identifier."""
+    path = ws.root / "models/default/v0001/tune.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "backbone_id": backbone_id}))
+
+
+def test_identify_warns_about_other_weights_only_when_they_are(ws, tuned, caplog):
+    """A model tuned on the bf16 CPU path loads silently; one tuned under an older front end says to re-tune
+    (not "weights differ"); other weights are named. `speakers add` refuses both."""
+    from srpl_cli.identifier import Identifier
+
+    _, report, dirs = tuned
+    current = Identifier.load(ws).backbone.identifier
+    assert current.startswith("dvector:") and ":fe2" in current
+    cases = {
+        current + ":bf16": None,
+        current.replace(":fe2", ":fe1"): "was tuned under an older dvector front end (fe1; this srpl embeds "
+        "with fe2): re-tune it (srpl tune); until then scores may be off",
+        current.split(":fe")[0][:-4] + "ffff:fe2:w20": "weights found",
+    }
+    for tagged, expected in cases.items():
+        _retag(ws, tagged)
+        caplog.clear()
+        Identifier.load(ws)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if expected is None:
+            assert warned == []
+        else:
+            assert len(warned) == 1 and expected in warned[0], warned
+            with pytest.raises(StateError, match="re-tune" if "front end" in expected else "weights found"):
+                management.add_speaker(ws, "grandma", [dirs[N_SPEAKERS]])
+    _retag(ws, current + ":bf16")  # same weights and front end: a person can be added
+    assert management.add_speaker(ws, "grandma", [dirs[N_SPEAKERS]]).version == "v0002"
+
+
 def test_remove_then_add_back_reproduces_the_original_model(ws, tuned):
     """The refit uses the method, parameters, seed and threshold rule of tune: same people, same model."""
     _, report, dirs = tuned

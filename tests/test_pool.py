@@ -130,6 +130,7 @@ def test_operating_point_counts_misnamed_clips_and_finds_the_oracle():
 
 
 def test_pool_store_dedupes_and_keeps_provenance(tmp_path):
+    from srpl_cli.embeddings import file_sha256
     from srpl_cli.pool import add_to_pool, load_pool
     from srpl_cli.workspace import Workspace
 
@@ -140,14 +141,16 @@ def test_pool_store_dedupes_and_keeps_provenance(tmp_path):
         p.write_bytes(b"same" if i < 2 else b"other")  # c0 and c1 have the same content
         clips.append(p)
     X = np.arange(9, dtype=np.float32).reshape(3, 3)
-    pool, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, "test")
+    hashes = [file_sha256(p) for p in clips]
+    pool, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, hashes, "test")
     assert added == 2 and len(pool) == 2
-    _, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, "again")
+    _, added = add_to_pool(ws, "dvector", "dvector@abc", X, clips, hashes, "again")
     assert added == 0
     back = load_pool(ws, "dvector", "dvector@abc")
     np.testing.assert_array_equal(back.X, X[[0, 2]])
     assert [c["source"] for c in back.clips] == ["test", "test"]
     assert len(load_pool(ws, "dvector", "dvector@other-weights")) == 0  # another embedding space
+    assert len(load_pool(ws, "dvector", "dvector@abc:bf16")) == 2  # another CPU path: the same space
 
 
 def test_pool_default_beats_cosine_on_qspeech():
@@ -177,3 +180,61 @@ def test_in_domain_negatives_leave_out_enrolled_voices():
     is_known = np.isin(y[pool], (0, 1, 2, 3))
     assert kept[~is_known].mean() > 0.9  # strangers stay
     assert kept[is_known].mean() < 0.5  # most clips of enrolled people are recognised and left out
+
+
+def test_pool_readers_never_see_a_half_swapped_pool(tmp_path):
+    """A `tune` reading the pool while an `identify --learn` (another process) keeps adding to it sees
+    the whole old pool or the whole new one: never a missing or an inconsistent one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from srpl_cli.pool import add_to_pool, load_pool
+    from srpl_cli.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    first = tmp_path / "first.wav"
+    first.write_bytes(b"clip -1")
+    add_to_pool(ws, "dvector", "dvector@abc", np.zeros((1, 4), np.float32), [first], ["h-1"], "test")
+    writer = textwrap.dedent(
+        f"""
+        import numpy as np
+        from pathlib import Path
+        from srpl_cli.pool import add_to_pool
+        from srpl_cli.workspace import Workspace
+        ws = Workspace({str(tmp_path / "ws")!r})
+        for i in range(150):
+            p = Path({str(tmp_path)!r}) / f"c{{i}}.wav"
+            p.write_bytes(f"clip {{i}}".encode())
+            x = np.full((1, 4), i, np.float32)
+            add_to_pool(ws, "dvector", "dvector@abc", x, [p], [f"h{{i}}"], "learn")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer])
+    sizes = []
+    try:
+        while proc.poll() is None:
+            pool = load_pool(ws, "dvector", "dvector@abc")  # raises on an inconsistent read
+            assert len(pool) >= 1 and len(pool.clips) == len(pool.X)
+            sizes.append(len(pool))
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert sizes == sorted(sizes)  # a reader never goes back to an older pool
+    assert len(load_pool(ws, "dvector", "dvector@abc")) == 151
+
+
+def test_uncalibrated_evaluate_fit_routes_the_pool_as_tune_does():
+    """`evaluate --no-calibrate`'s fit takes the pool through the same routing as `fit_backend`: an
+    enrollment clip also in the pool is left out of it (else it would be its own unlabeled neighbour)."""
+    from srpl_cli.evaluation import _fit
+
+    X, y = clusters(5)
+    enroll, rest = enrolled_split(X, y)
+    pool = X[rest[::2]]
+    fit = _fit(calibrate=False)
+    test = X[rest[1::2]]
+    for method in ("pool-propagation", "srpl-v2"):
+        clean = fit(method, X[enroll], y[enroll], None, 0, pool=pool)
+        leaky = fit(method, X[enroll], y[enroll], None, 0, pool=np.concatenate([pool, X[enroll]]))
+        np.testing.assert_array_equal(clean.decision_function(test), leaky.decision_function(test))

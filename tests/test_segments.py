@@ -9,7 +9,7 @@ import soundfile as sf
 
 from srpl_cli import segments as seg_mod
 from srpl_cli.clustering import cluster_segments, same_speaker_threshold
-from srpl_cli.rttm import format_rttm, parse_rttm
+from srpl_cli.rttm import format_rttm
 from srpl_cli.segments import Segment, SegmentParams, identify_segments, viterbi, window_bounds
 from tests.conftest import shared_path
 
@@ -73,8 +73,6 @@ def test_rttm_round_trips_through_pyannote(tmp_path):
         (round(s.start, 3), round(s.end, 3), label) for s, _, label in ann.itertracks(yield_label=True)
     )
     assert got == [(0.5, 3.25, "alice"), (4.0, 9.5, "unknown-1"), (10.0, 12.0, "bob_smith")]
-    back = parse_rttm(path.read_text())
-    assert [(t.start, t.start + t.duration, t.speaker) for t in back][:2] == turns[:2]
 
 
 def test_params_are_checked():

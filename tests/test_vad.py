@@ -97,6 +97,29 @@ def test_iter_blocks_equals_whole_file_read(tmp_path: Path, sr: int, channels: i
     assert audio_duration(path) == pytest.approx((sr * 5 + 77) / sr)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_iter_blocks_decides_scaling_and_mixdown_once_per_file(tmp_path: Path, channels: int) -> None:
+    """A float file quiet, then far beyond full scale; in stereo, its quiet part anti-phase (the channel
+    mean cancels there, not over the file): blocks give the same samples as the whole-file read."""
+    rng = np.random.default_rng(channels)
+    n = 6 * SR
+    mono = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    mono[n // 2 :] *= 40.0  # the loud half: peak far above 2, so the file is scaled down
+    if channels == 1:
+        data = mono[:, None]
+    else:
+        right = mono.copy()
+        right[: n // 3] *= -1.0  # anti-phase in the first blocks only
+        data = np.stack([mono, right], axis=1)
+    path = tmp_path / "x.wav"
+    sf.write(path, data, SR, subtype="FLOAT")
+    notes: list[str] = []
+    joined = np.concatenate([b for _, b in iter_blocks(path, block_s=1.0, notes=notes)])
+    whole = load_audio(path)
+    np.testing.assert_array_equal(joined, whole)  # same rate: no resampling, so exactly the same
+    assert len(notes) == 1 and "scaled down to peak 1" in notes[0]
+
+
 def test_iter_blocks_refuses_bad_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")

@@ -184,3 +184,26 @@ def test_tmp_entry_vanishing_during_cleanup_is_fine(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "stat", vanished)
     with ws.lock():  # used to fail the writer with FileNotFoundError
         pass
+
+
+def test_info_walks_the_workspace_and_its_cache_once(tmp_path, monkeypatch):
+    """`srpl info` sizes the workspace and its embedding cache (the bulk of it) in one walk."""
+    import os
+
+    from srpl_cli import diagnostics
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    for i in range(5):
+        entry = ws.cache_dir / "dvector_x" / f"{i:02d}" / f"{i}.npy"
+        entry.parent.mkdir(parents=True)
+        entry.write_bytes(b"x" * (100 + i))
+    (ws.root / "other.bin").write_bytes(b"y" * 7)
+    seen: list[str] = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: seen.append(str(p)) or real(p, *a, **k))
+    info = diagnostics.gather(ws)
+    cache = next(c for c in info.caches if c.name == "embeddings")
+    assert (cache.size_bytes, cache.entries) == (sum(100 + i for i in range(5)), 5)
+    assert info.workspace.size_bytes == cache.size_bytes + 7 + (ws.root / "manifest.json").stat().st_size
+    cache_files = [p for p in seen if p.startswith(str(ws.cache_dir)) and p.endswith(".npy")]
+    assert len(cache_files) == len(set(cache_files)) == 5

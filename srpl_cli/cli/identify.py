@@ -155,9 +155,14 @@ def identify(
         use_executor(executor),
         progress_bar("embedding clips", quiet or json_ or len(clips) < 2) as progress,
     ):
-        results = pipeline.identify(
-            clips, Workspace(workspace), model, top_k, backbone_path, threshold, progress
-        )
+        if learn:
+            results, added, size = pipeline.identify_and_learn(
+                clips, Workspace(workspace), model, top_k, backbone_path, threshold, progress
+            )
+        else:
+            results = pipeline.identify(
+                clips, Workspace(workspace), model, top_k, backbone_path, threshold, progress
+            )
     failed = [r for r in results if r.error]
     for r in failed:
         warn(f"{r.path}: {r.error}")
@@ -189,7 +194,6 @@ def identify(
         if len(failed) == len(results):
             raise DataError("no usable clip to identify")
     if learn:
-        added, size = pipeline.learn(clips, Workspace(workspace), model, backbone_path)
         err.print(
             f"unlabeled pool: {added} clip(s) added, {size} in all; run `srpl tune` to learn from them",
             highlight=False,

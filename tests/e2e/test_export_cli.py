@@ -49,3 +49,12 @@ def test_tune_export_and_run_with_onnxruntime(tmp_path: Path) -> None:
         none.returncode != 0 and "Traceback" not in none.stderr and len(none.stderr.strip().splitlines()) <= 2
     )
     assert not (tmp_path / "x").exists() and os.listdir(tmp_path).count("x") == 0
+
+    # a model whose weights are not the ones found is not exported (an artifact would not fit its backend)
+    tune_json = ws / "models" / "default" / "v0001" / "tune.json"
+    info = json.loads(tune_json.read_text())
+    weights, _, rest = info["backbone_id"].partition(":fe")
+    tune_json.write_text(json.dumps({**info, "backbone_id": weights[:-4] + "ffff:fe" + rest}))
+    other = srpl("export", "--onnx", tmp_path / "other", "--workspace", ws)
+    assert other.returncode != 0 and "weights found" in other.stderr and "Traceback" not in other.stderr
+    assert not (tmp_path / "other").exists()
