@@ -38,6 +38,8 @@ import numpy as np
 MIN_POOL = 20
 #: each group must hold at least this share of the pool
 MIN_WEIGHT = 0.05
+#: and at least this many clips (expected): fewer cannot say where a group ends
+MIN_GROUP_CLIPS = 10
 #: groups must be this many pooled standard deviations apart (Ashman's D)
 MIN_SEPARATION = 2.0
 #: the high group is no enrolled voice when its mean is this many held-out genuine standard deviations
@@ -99,7 +101,8 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
 
     ``genuine`` / ``impostor``: the cross-fitted enrollment's held-out scores. The high group's spread
     is capped at the genuine scores' (module docstring). The two-group fit must beat one group by BIC,
-    each group must hold ``MIN_WEIGHT`` of the pool and be ``MIN_SEPARATION`` apart, and the high group
+    each group must hold ``MIN_WEIGHT`` of the pool and ``MIN_GROUP_CLIPS`` clips and be
+    ``MIN_SEPARATION`` apart, and the high group
     must lie within ``MAX_KNOWN_SHIFT`` genuine spreads of the genuine median. The threshold is then
     clipped to the range the cross-fitting supports:
     never above the median held-out genuine score (it would reject most enrollment-like clips) and
@@ -127,7 +130,8 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
         separation=separation,
         bic_gain=float(one.bic(s) - two.bic(s)),
     )
-    if one.bic(s) <= two.bic(s) or w.min() < MIN_WEIGHT or separation < MIN_SEPARATION:
+    small = w.min() < MIN_WEIGHT or w.min() * len(s) < MIN_GROUP_CLIPS
+    if one.bic(s) <= two.bic(s) or small or separation < MIN_SEPARATION:
         info["reason"] = "the pool's scores do not show two groups (only strangers, only enrolled people?)"
         return info
     if cap is not None and mu[1] < float(np.median(genuine)) - MAX_KNOWN_SHIFT * cap:
