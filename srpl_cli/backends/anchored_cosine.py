@@ -31,7 +31,9 @@ anchors are searched among those of its 64 most similar prototypes (found in flo
 neighbour lists (``cos(x, a_ij) = (mix * s_i + (1 - mix) * s_j) / |mix * p_i + (1 - mix) * p_j|`` from the
 prototype similarities ``s``), the cross-fitting rounds rank neighbours among the full fit's 64 nearest
 prototypes, and scores
-are computed in blocks of rows. Whitening is linear in the number of clips at any size.
+are computed in blocks of rows. Whitening is linear in the number of clips at any size. From
+``FAISS_MIN_ROWS`` speakers with faiss installed, ``top_k`` and the open-set score come from exact
+top-k searches instead of n x K score blocks (``_searched_open_set_max``; same numbers to float32).
 
 Closed form: ``fit`` takes milliseconds and is deterministic (``random_state`` is accepted for a uniform
 interface and ignored). ``X_unknown`` is accepted and ignored: audio-level pseudo-unknowns (speed

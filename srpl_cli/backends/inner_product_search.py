@@ -4,8 +4,8 @@
 product followed by an ``argpartition`` over every row, a block of rows at a time; faiss's exact flat
 index (``IndexFlatIP``, brute force, not an approximate index) does the same product in cache-sized
 tiles and keeps each clip's k best in a heap as the tiles come out, so the scores never go back to
-memory. Same inner products, same k best (up to float32 rounding of the summation order); measured
-2.5x faster at 100,000 speakers (docs/scale.md). ``faiss-cpu`` is the optional extra ``srpl-cli[faiss]``
+memory. Same inner products, same k best (up to float32 rounding of the summation order); 1.4-2x
+faster for 1,000 clips against 100,000 speakers on one thread (docs/scale.md). ``faiss-cpu`` is the optional extra ``srpl-cli[faiss]``
 (wheels lag new Python versions and small workspaces gain nothing); without it numpy gives the same
 answers, more slowly.
 """
