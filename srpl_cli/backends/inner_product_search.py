@@ -5,9 +5,9 @@ product followed by an ``argpartition`` over every row, a block of rows at a tim
 index (``IndexFlatIP``, brute force, not an approximate index) does the same product in cache-sized
 tiles and keeps each clip's k best in a heap as the tiles come out, so the scores never go back to
 memory. Same inner products, same k best (up to float32 rounding of the summation order); 1.4-2x
-faster for 1,000 clips against 100,000 speakers on one thread (docs/scale.md). ``faiss-cpu`` is the optional extra ``srpl-cli[faiss]``
-(wheels lag new Python versions and small workspaces gain nothing); without it numpy gives the same
-answers, more slowly.
+faster for 1,000 clips against 100,000 speakers on one thread (docs/scale.md). ``faiss-cpu`` is the
+optional extra ``srpl-cli[faiss]`` (wheels lag new Python versions and small workspaces gain nothing);
+without it numpy gives the same answers, more slowly.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class InnerProductSearch:
             import faiss
 
             # faiss >= 1.8 multiplies through BLAS only from 128,000 queries; below, its per-query scan
-            # took 5x numpy's time for 20-100 queries at 100,000 rows. Set for this call, then restored.
+            # took 5x numpy's time for 20-100 queries at 100,000 rows. Set for this call, then restored (a
+            # race between threads can only leave either value: both give the same answers).
             before = faiss.cvar.distance_compute_blas_threshold
             faiss.cvar.distance_compute_blas_threshold = FAISS_MIN_QUERIES
             try:
