@@ -31,7 +31,9 @@ anchors are searched among those of its 64 most similar prototypes (found in flo
 neighbour lists (``cos(x, a_ij) = (mix * s_i + (1 - mix) * s_j) / |mix * p_i + (1 - mix) * p_j|`` from the
 prototype similarities ``s``), the cross-fitting rounds rank neighbours among the full fit's 64 nearest
 prototypes, and scores
-are computed in blocks of rows. Whitening is linear in the number of clips at any size.
+are computed in blocks of rows. Whitening is linear in the number of clips at any size. From
+``FAISS_MIN_ROWS`` speakers with faiss installed, ``top_k`` and the open-set score come from exact
+top-k searches instead of n x K score blocks (``_searched_open_set_max``; same numbers to float32).
 
 Closed form: ``fit`` takes milliseconds and is deterministic (``random_state`` is accepted for a uniform
 interface and ignored). ``X_unknown`` is accepted and ignored: audio-level pseudo-unknowns (speed
@@ -46,6 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from srpl_cli.backends.base import OpenSetClassifier, check_embeddings, top_columns
+from srpl_cli.backends.inner_product_search import InnerProductSearch
 from srpl_cli.errors import DataError
 
 #: Each prototype is mixed with at most this many nearest prototypes to form anchors.
@@ -55,6 +58,11 @@ HELDOUT_ROUNDS = 5
 #: Up to this many speakers every anchor is scored for every clip (the exact method); beyond it, a clip's
 #: anchors are searched among those of its this-many most similar prototypes.
 EXACT_MAX_SPEAKERS = 64
+#: Beyond the exact range with faiss, a clip's open-set score is searched among this many most similar
+#: prototypes (then proved to be the max over all, see ``_searched_open_set_max``) ...
+OPEN_SET_CANDIDATES = 128
+#: ... and among the prototypes of the speakers with this many lowest offsets.
+BOOSTED_SPEAKERS = 64
 #: Score blocks hold at most about this many values (rows x speakers), so memory stays bounded.
 BLOCK_VALUES = 1 << 22
 
@@ -264,16 +272,23 @@ class AnchoredCosineBackend(OpenSetClassifier):
         return out
 
     # ---- scoring ----
-    def _cached(self, name: str) -> np.ndarray:
-        """float32 centres and anchor norms used beyond the exact range (derived, never saved)."""
+    def _cached(self, name: str) -> Any:
+        """What scoring beyond the exact range derives from the fitted arrays (never saved): float32
+        offsets, anchor norms, and exact inner-product searches over the centres and prototypes."""
         cache = self.__dict__.setdefault("_cache", {})
         if name not in cache:
-            if name in ("centers32", "prototypes32", "offsets32"):
-                cache[name] = getattr(self, f"{name[:-2]}_").astype(np.float32)
+            if name == "offsets32":
+                cache[name] = self.offsets_.astype(np.float32)
             elif name == "inv_norms":
                 cache[name] = _anchor_inverse_norms(
                     self.prototypes_, self.neighbours_, float(self.anchor_mix)
                 )
+            elif name == "boosted":  # the lowest offsets, and the lowest of the others
+                order = np.argsort(self.offsets_, kind="stable")
+                cut = min(len(order) - 1, BOOSTED_SPEAKERS)
+                cache[name] = (order[:cut], float(self._cached("offsets32")[order[cut]]))
+            elif name in ("centers", "prototypes"):  # float32 copies (in a faiss index at scale)
+                cache[name] = InnerProductSearch(getattr(self, f"{name}_"))
         return cache[name]
 
     def _blocks(
@@ -325,7 +340,7 @@ class AnchoredCosineBackend(OpenSetClassifier):
                 None,
                 self.neighbours_,
                 self._cached("inv_norms"),
-                self._cached("prototypes32"),
+                self._cached("prototypes").B,
             )
 
     def open_set_scores(self, X: np.ndarray) -> np.ndarray:
@@ -337,6 +352,8 @@ class AnchoredCosineBackend(OpenSetClassifier):
 
     def _open_set_max(self, X: np.ndarray) -> np.ndarray:
         """(n,) the max of ``open_set_scores`` without holding all n x K scores at once."""
+        if self.anchors_ is None and self._cached("prototypes").fast_for(len(X)):
+            return self._searched_open_set_max(X)
         out = np.empty(len(X))
         w = float(self.anchor_weight)
         for rows, S, best_anchor in self._model_blocks(X):
@@ -344,6 +361,46 @@ class AnchoredCosineBackend(OpenSetClassifier):
                 out[rows] = (S - self._cached("offsets32")).max(axis=1) - w * best_anchor
             else:
                 out[rows] = (S - w * best_anchor[:, None] - self.offsets_[None, :]).max(axis=1)
+        return out
+
+    def _searched_open_set_max(self, X: np.ndarray) -> np.ndarray:
+        """``_open_set_max`` beyond the exact range from a top-k search (faiss): the same numbers, without
+        an n x K score matrix.
+
+        The search gives each row's ``OPEN_SET_CANDIDATES`` most similar prototypes and similarities,
+        the first ``EXACT_MAX_SPEAKERS`` of which carry the anchors (their neighbours' similarities come
+        from one product per pair). The max of ``S - offsets`` is then exact by a bound: a prototype
+        outside the candidates has ``S <= s_last`` (the last candidate's similarity), so once the best
+        candidate beats ``s_last - min(offsets)`` none can do better. The ``BOOSTED_SPEAKERS`` lowest
+        offsets are scored for every row so that ``min`` is over the others (a few loose voices would
+        otherwise weaken the bound for everyone); rows where the bound still fails are scored against
+        every prototype.
+        """
+        search = self._cached("prototypes")
+        inv, off = self._cached("inv_norms"), self._cached("offsets32")
+        boosted, off_rest = self._cached("boosted")
+        mix, w = float(self.anchor_mix), float(self.anchor_weight)
+        K = len(self.classes_)
+        T, C = min(K, EXACT_MAX_SPEAKERS), min(K, OPEN_SET_CANDIDATES)
+        Zt = _transform(_normalise(X.astype(np.float64)), self.basis_, self.gain_).astype(np.float32)
+        out = np.empty(len(X))
+        step = max(64, BLOCK_VALUES // (T * self.neighbours_.shape[1] + C))
+        for s in range(0, len(Zt), step):
+            z = Zt[s : s + step]
+            cand, s_c = search.search(z, C)
+            top, s_i = cand[:, :T], s_c[:, :T]
+            nb = self.neighbours_[top]  # (rows, T, n)
+            s_j = search.products(z, nb.reshape(len(z), -1)).reshape(nb.shape)
+            best = ((mix * s_i[..., None] + (1.0 - mix) * s_j) * inv[top]).max(axis=(1, 2))
+            osmax = np.maximum(
+                (s_c - off[cand]).max(axis=1), (z @ search.B[boosted].T - off[boosted]).max(axis=1)
+            )
+            unsure = np.flatnonzero(osmax < s_c[:, -1] - off_rest)
+            rows = _block_rows(K)
+            for u in range(0, len(unsure), rows):
+                r = unsure[u : u + rows]
+                osmax[r] = (z[r] @ search.B.T - off).max(axis=1)
+            out[s : s + len(z)] = osmax - w * best
         return out
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -364,18 +421,8 @@ class AnchoredCosineBackend(OpenSetClassifier):
         X = check_embeddings(X, dim=self.n_features_in_)
         k = max(1, min(int(k), len(self.classes_)))
         osmax = self._open_set_max(X)
-        Xn = _normalise(X.astype(np.float32))
-        C = self._cached("centers32")
-        idx = np.empty((len(X), k), dtype=np.int64)
-        val = np.empty((len(X), k), dtype=np.float32)
-        step = _block_rows(len(C))
-        for s in range(0, len(X), step):
-            cos = Xn[s : s + step] @ C.T
-            top = top_columns(cos, k)
-            best = np.take_along_axis(cos, top, axis=1)
-            idx[s : s + step] = top
-            val[s : s + step] = best - best[:, :1] + osmax[s : s + step, None]
-        return idx, val
+        idx, best = self._cached("centers").search(_normalise(X.astype(np.float32)), k)
+        return idx, (best - best[:, :1] + osmax[:, None]).astype(np.float32)
 
     def _default_threshold(self, X: np.ndarray, y: np.ndarray, X_unknown: np.ndarray | None) -> float:
         """Accept every held-out enrollment clip: the lowest cross-fitted score after offsets.

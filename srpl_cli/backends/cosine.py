@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from srpl_cli.backends.base import OpenSetClassifier
+from srpl_cli.backends.base import OpenSetClassifier, check_embeddings
+from srpl_cli.backends.inner_product_search import InnerProductSearch
 
 
 def l2_normalize(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -34,12 +35,23 @@ class CosineBackend(OpenSetClassifier):
         sums = np.zeros((K, X.shape[1]), dtype=np.float64)
         np.add.at(sums, y, Xn)
         self.centers_ = l2_normalize((sums / np.bincount(y, minlength=K)[:, None]).astype(np.float32))
+        self._search = None
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
         return l2_normalize(X) @ self.centers_.T
+
+    def top_k(self, X: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """See ``OpenSetClassifier.top_k``: the scores are inner products, so one exact top-k search
+        (faiss at thousands of speakers, ``srpl_cli/backends/inner_product_search.py``)."""
+        self.check_is_fitted()
+        X = check_embeddings(X, dim=self.n_features_in_)
+        if getattr(self, "_search", None) is None:  # built once per fitted model (faiss copies the centres)
+            self._search = InnerProductSearch(self.centers_)
+        return self._search.search(l2_normalize(X), k)
 
     def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {"centers": self.centers_}, {}
 
     def _set_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self.centers_ = np.asarray(arrays["centers"], dtype=np.float32)
+        self._search = None
