@@ -138,7 +138,7 @@ def route_pool(
     backend fits with; the pool a ``uses_pool`` backend fits with, the unknown samples added, else
     ``None``). A ``pool_negatives`` backend gets the pool's in-domain strangers as unknown samples."""
     if pool is not None and len(pool):
-        pool = _without_rows(pool, X)  # an enrollment clip also in the pool would leak into cross-fitting
+        pool = _without_rows(pool, X)  # enrollment clips and repeats would leak into cross-fitting
     if pool is None or not len(pool):
         pool = None
     if cls.uses_pool:
@@ -159,10 +159,17 @@ def route_pool(
 
 
 def _without_rows(pool: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """``pool`` without the rows that are exactly rows of ``X``."""
+    """``pool`` without the rows that are exactly rows of ``X``, and each repeated row once (in order):
+    a clip heard twice would otherwise sit on both sides of the pool's cross-fitting and count twice in
+    its score mixture."""
     seen = {row.tobytes() for row in np.asarray(X, dtype=np.float32)}
     P = np.asarray(pool, dtype=np.float32)
-    return P[[row.tobytes() not in seen for row in P]]
+    keep = []
+    for row in P:
+        key = row.tobytes()
+        keep.append(key not in seen)
+        seen.add(key)
+    return P[keep]
 
 
 def _blas_threads(n_values: int) -> Any:

@@ -42,11 +42,15 @@ def test_pool_order_and_duplicates_change_nothing():
     a, info_a = fit_backend("pool-propagation", X[enroll], y[enroll], pool=pool)
     perm = np.random.default_rng(1).permutation(len(pool))
     b, info_b = fit_backend("pool-propagation", X[enroll], y[enroll], pool=pool[perm])
-    c, _ = fit_backend("pool-propagation", X[enroll], y[enroll], pool=np.concatenate([pool, pool[:10]]))
+    c, info_c = fit_backend("pool-propagation", X[enroll], y[enroll], pool=np.concatenate([pool, pool[:10]]))
+    d, info_d = fit_backend("pool-propagation", X[enroll], y[enroll], pool=np.concatenate([pool, pool, pool]))
     test = X[rest[1::2]]
     np.testing.assert_allclose(a.decision_function(test), b.decision_function(test), atol=1e-5)
     np.testing.assert_allclose(a.decision_function(test), c.decision_function(test), atol=1e-5)
-    assert info_a["pool"]["clips"] == info_b["pool"]["clips"] == len(pool)
+    assert info_a["pool"]["clips"] == info_b["pool"]["clips"] == info_d["pool"]["clips"] == len(pool)
+    # a repeated clip is one clip for the threshold too (it would sit on both sides of the cross-fitting)
+    assert info_c["threshold"] == info_d["threshold"] == info_a["threshold"]
+    np.testing.assert_allclose(a.decision_function(test), d.decision_function(test), atol=1e-5)
 
 
 def test_shuffled_pool_labels_give_identical_results():
