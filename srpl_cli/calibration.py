@@ -134,9 +134,10 @@ def route_pool(
     cls: Any, X: np.ndarray, y: np.ndarray, X_unknown: np.ndarray | None, pool: np.ndarray | None
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """How an unlabeled pool reaches backend class ``cls`` (``fit_backend``, and evaluate's uncalibrated
-    fits): (the pool without the enrollment's own rows, ``None`` when empty; the unknown samples the
-    backend fits with; the pool a ``uses_pool`` backend fits with, the unknown samples added, else
-    ``None``). A ``pool_negatives`` backend gets the pool's in-domain strangers as unknown samples."""
+    fits): (the pool without the enrollment's own rows and repeats, ``None`` when empty; the unknown
+    samples the backend fits with; the pool a ``uses_pool`` backend fits with, the unknown samples
+    added, else ``None``). A ``pool_negatives`` backend gets the pool's in-domain strangers as unknown
+    samples."""
     if pool is not None and len(pool):
         pool = _without_rows(pool, X)  # enrollment clips and repeats would leak into cross-fitting
     if pool is None or not len(pool):
