@@ -100,13 +100,12 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
     """What the pool's scores say about the threshold: ``threshold`` None when they are not trusted.
 
     ``genuine`` / ``impostor``: the cross-fitted enrollment's held-out scores. The high group's spread
-    is capped at the genuine scores' (module docstring). The two-group fit must beat one group by BIC,
-    each group must hold ``MIN_WEIGHT`` of the pool and ``MIN_GROUP_CLIPS`` clips and be
-    ``MIN_SEPARATION`` apart, and the high group
-    must lie within ``MAX_KNOWN_SHIFT`` genuine spreads of the genuine median. The threshold is then
-    clipped to the range the cross-fitting supports:
-    never above the median held-out genuine score (it would reject most enrollment-like clips) and
-    never below the median score of left-out enrolled speakers (it would accept most strangers).
+    is capped at the genuine scores' (module docstring). The two-group fit must beat one group by BIC
+    and its groups be ``MIN_SEPARATION`` apart, each must hold ``MIN_WEIGHT`` of the pool and
+    ``MIN_GROUP_CLIPS`` clips, and the high group must lie within ``MAX_KNOWN_SHIFT`` genuine spreads
+    of the genuine median. The threshold is then clipped to the range the cross-fitting supports: never
+    above the median held-out genuine score (it would reject most enrollment-like clips) and never below
+    the median score of left-out enrolled speakers (it would accept most strangers).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -130,9 +129,13 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
         separation=separation,
         bic_gain=float(one.bic(s) - two.bic(s)),
     )
-    small = w.min() < MIN_WEIGHT or w.min() * len(s) < MIN_GROUP_CLIPS
-    if one.bic(s) <= two.bic(s) or small or separation < MIN_SEPARATION:
+    if one.bic(s) <= two.bic(s) or separation < MIN_SEPARATION:
         info["reason"] = "the pool's scores do not show two groups (only strangers, only enrolled people?)"
+        return info
+    if w.min() < MIN_WEIGHT or w.min() * len(s) < MIN_GROUP_CLIPS:
+        info["reason"] = (
+            f"one group of the pool's scores holds under {MIN_GROUP_CLIPS} clips or {MIN_WEIGHT:.0%} of them"
+        )
         return info
     if cap is not None and mu[1] < float(np.median(genuine)) - MAX_KNOWN_SHIFT * cap:
         info["reason"] = "the pool's high group scores far below held-out enrollment clips (strangers only?)"
