@@ -122,14 +122,15 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
         s.ravel(), two.means_.ravel()[order], two.covariances_.ravel()[order], two.weights_[order], cap
     )
     separation = float(abs(mu[1] - mu[0]) / np.sqrt((var[0] + var[1]) / 2))
+    bic_gain = float(one.bic(s) - two.bic(s))  # > 0: two groups describe the scores better than one
     info.update(
         known_weight=float(w[1]),
         known_sd=float(np.sqrt(var[1])),
         known_sd_cap=cap,
         separation=separation,
-        bic_gain=float(one.bic(s) - two.bic(s)),
+        bic_gain=bic_gain,
     )
-    if one.bic(s) <= two.bic(s) or separation < MIN_SEPARATION:
+    if bic_gain <= 0 or separation < MIN_SEPARATION:
         info["reason"] = "the pool's scores do not show two groups (only strangers, only enrolled people?)"
         return info
     if w.min() < MIN_WEIGHT or w.min() * len(s) < MIN_GROUP_CLIPS:
