@@ -171,6 +171,37 @@ def test_pool_default_beats_cosine_on_qspeech():
     assert acc["mean"] > -2.0
 
 
+def test_a_pool_of_enrolled_people_only_teaches_nothing_on_qspeech():
+    """Real WavLM embeddings: the propagation reaches nearly all of an enrolled-only pool, so its part fades
+    out (the enrollment-only score stays); a pool with strangers keeps its full weight."""
+    from srpl_cli.backends.pool_propagation import PoolPropagationBackend, _unreached_evidence
+    from srpl_cli.evaluation import load_embedding_data
+    from srpl_cli.protocols import few_shot_folds, split_pool
+
+    data = load_embedding_data(shared_path("qspeech-wavlm"), cs_my=False)
+    X, y = data.X, data.y
+    for fold in split_pool(few_shot_folds(y, None, 5, 3, seed=7, known_pool=[0, 1, 2, 3, 4]), 0.5, seed=7):
+        known = np.isin(y[fold.pool], fold.known)
+        Xe, ye = X[fold.enroll], y[fold.enroll]
+        mixed = PoolPropagationBackend().fit(Xe, ye, X[fold.pool])
+        enrolled = PoolPropagationBackend().fit(Xe, ye, X[fold.pool[known]])
+        reached = mixed.mass_[len(Xe) :].max(axis=1)  # the strangers' clusters stay unreached
+        assert _unreached_evidence(reached) == 1.0 and mixed.propagation_weight_[0] > 0.5
+        assert enrolled.propagation_weight_[0] == 0.0
+
+
+def test_unreached_share_fades_the_propagated_part_in():
+    from srpl_cli.backends.pool_propagation import UNREACHED_MASS, UNREACHED_SHARE, _unreached_evidence
+
+    low, high = UNREACHED_SHARE
+    reached = lambda share: np.where(np.arange(1000) < round(share * 1000), UNREACHED_MASS / 2, 1.0)  # noqa: E731
+    assert _unreached_evidence(reached(0.0)) == 0.0
+    assert _unreached_evidence(reached(low)) == 0.0
+    assert _unreached_evidence(reached((low + high) / 2)) == pytest.approx(0.5)
+    assert _unreached_evidence(reached(high)) == 1.0
+    assert _unreached_evidence(np.zeros(0)) == 0.0
+
+
 def test_in_domain_negatives_leave_out_enrolled_voices():
     from srpl_cli.pool import in_domain_negatives
 
