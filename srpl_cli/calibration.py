@@ -95,6 +95,8 @@ def fit_backend(
                     "the pool seems to hold enrolled people only: learned nothing about strangers"
                 )
                 pool_info["strangers"] = False
+            elif getattr(model, "stranger_evidence_", None) == 0.0:  # the backend saw no strangers either
+                pool_info["strangers"] = False
     if pool_info is not None and pool_info.get("threshold") is not None:
         thr = float(pool_info["threshold"])
         rule = "the unlabeled pool's score mixture (known and unknown groups equally likely to err)"

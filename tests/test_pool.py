@@ -188,6 +188,8 @@ def test_a_pool_of_enrolled_people_only_teaches_nothing_on_qspeech():
         reached = mixed.mass_[len(Xe) :].max(axis=1)  # the strangers' clusters stay unreached
         assert _unreached_evidence(reached) == 1.0 and mixed.propagation_weight_[0] > 0.5
         assert enrolled.propagation_weight_[0] == 0.0
+    model, info = fit_backend("pool-propagation", Xe, ye, pool=X[fold.pool[known]])  # as tune fits it
+    assert model.propagation_weight_[0] == 0.0 and info["pool"]["strangers"] is False  # tune warns
 
 
 def test_unreached_share_fades_the_propagated_part_in():

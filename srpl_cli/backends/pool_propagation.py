@@ -213,7 +213,9 @@ class PoolPropagationBackend(OpenSetClassifier):
             # a pool about the size of the enrollment cannot outvote it: fade in from 1x to 4x its size
             size = float(np.clip((len(pool) / len(X) - 1.0) / (FULL_POOL_RATIO - 1.0), 0.0, 1.0))
             reached = self.mass_[len(X) :].max(axis=1)
-            pw = size * min(self._stranger_evidence(pool), _unreached_evidence(reached))
+            # 0: the pool seems to hold enrolled people only (tune warns); not stored with the model
+            self.stranger_evidence_ = min(self._stranger_evidence(pool), _unreached_evidence(reached))
+            pw = size * self.stranger_evidence_
         self.propagation_weight_ = np.array([float(pw)])
 
     def refit_params(self) -> dict[str, Any]:
