@@ -49,6 +49,10 @@ MAX_KNOWN_SHIFT = 3.0
 NO_STRANGER_SHARE = 0.8
 #: fewest held-out genuine scores whose spread caps the high group (fewer: no cap, no shift check)
 MIN_GENUINE = 5
+#: share of the balanced error's known side counted on the held-out enrollment clips (the rest on the
+#: pool's high group): they are enrolled voices for sure, so the split stays below where enrolled voices
+#: score when the high group takes in a tail of strangers
+GENUINE_SHARE = 0.5
 #: cross-fitting folds for the pool scores of a backend that learns from the pool
 POOL_FOLDS = 5
 #: EM iterations of the capped two-group fit (1-D: converges in a few dozen)
@@ -141,7 +145,7 @@ def mixture_threshold(scores: np.ndarray, genuine: np.ndarray, impostor: np.ndar
     if cap is not None and mu[1] < float(np.median(genuine)) - MAX_KNOWN_SHIFT * cap:
         info["reason"] = "the pool's high group scores far below held-out enrollment clips (strangers only?)"
         return info
-    t = _balanced_split(s.ravel(), resp)
+    t = _balanced_split(s.ravel(), resp, genuine if cap is not None else None)
     if len(genuine):
         t = min(t, float(np.median(genuine)))
     if len(impostor):
@@ -189,13 +193,24 @@ def _capped_mixture(
     return mu, var, w, posteriors()
 
 
-def _balanced_split(s: np.ndarray, resp: np.ndarray) -> float:
-    """Threshold minimising the balanced error of the pool's clips, each counted by its posterior
-    membership of the low (``resp[:, 0]``) and high (``resp[:, 1]``) group: the empirical scores
-    decide, the mixture only says how much each clip belongs to each group."""
+def _balanced_split(s: np.ndarray, resp: np.ndarray, genuine: np.ndarray | None = None) -> float:
+    """Threshold (accept when score >= t) minimising the balanced error of the pool's clips, each counted
+    by its posterior membership of the low (``resp[:, 0]``) and high (``resp[:, 1]``) group: the empirical
+    scores decide, the mixture only says how much each clip belongs to each group. With ``genuine``
+    (held-out enrollment scores) the known side's error is ``GENUINE_SHARE`` theirs and the rest the high
+    group's.
+
+    Where the error is flat (a gap between the pool's scores) the threshold is the gap's upper edge, the
+    lowest score the split accepts: known voices' scores are tight (the capped spread), strangers' have a
+    long upper tail, so a new clip in the gap is more likely a stranger's (docs/accuracy.md)."""
     order = np.argsort(s)
     s, resp = s[order], resp[order]
-    high_below = np.concatenate([[0.0], np.cumsum(resp[:, 1])]) / max(resp[:, 1].sum(), 1e-12)
-    low_above = 1.0 - np.concatenate([[0.0], np.cumsum(resp[:, 0])]) / max(resp[:, 0].sum(), 1e-12)
-    cand = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
-    return float(cand[int(np.argmin(high_below + low_above))])
+    pts = np.unique(s if genuine is None else np.concatenate([s, genuine]))
+    cand = np.concatenate([pts, [pts[-1] + 1e-6]])
+    below = np.searchsorted(s, cand)  # pool clips under each candidate (rejected)
+    high_below = np.concatenate([[0.0], np.cumsum(resp[:, 1])])[below] / max(resp[:, 1].sum(), 1e-12)
+    low_above = 1.0 - np.concatenate([[0.0], np.cumsum(resp[:, 0])])[below] / max(resp[:, 0].sum(), 1e-12)
+    if genuine is not None and len(genuine):
+        g_below = np.searchsorted(np.sort(genuine), cand) / len(genuine)
+        high_below = (1.0 - GENUINE_SHARE) * high_below + GENUINE_SHARE * g_below
+    return float(cand[int(np.argmin(high_below + low_above))])  # first minimum: the lowest such edge

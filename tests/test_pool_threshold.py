@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from srpl_cli.pool_threshold import POOL_FOLDS, _capped_mixture, mixture_threshold, pool_scores
+from srpl_cli.pool_threshold import (
+    POOL_FOLDS,
+    _balanced_split,
+    _capped_mixture,
+    mixture_threshold,
+    pool_scores,
+)
 
 
 def _long_tail_pool(rng: np.random.Generator, n_known: int = 15, n_strangers: int = 75):
@@ -47,6 +53,22 @@ def test_the_cap_changes_nothing_when_the_known_group_is_narrow_enough():
     np.testing.assert_allclose(mu, start[0], atol=1e-4)
     np.testing.assert_allclose(var, start[1], rtol=1e-3)
     assert np.sqrt(_capped_mixture(s, *start, cap=0.05)[1][1]) <= 0.05 + 1e-12
+
+
+def test_a_gap_in_the_pool_puts_the_threshold_at_its_upper_edge():
+    """Strangers' scores have the long upper tail: a new clip in the gap is more likely theirs."""
+    s = np.array([0.1, 0.2, 0.3, 0.5, 1.0, 1.1, 1.2])
+    resp = np.stack([s < 0.7, s > 0.7], axis=1).astype(float)
+    assert _balanced_split(s, resp) == 1.0  # accepts 1.0 and above, rejects anything in (0.5, 1.0)
+
+
+def test_held_out_enrollment_clips_hold_the_known_side_when_the_high_group_takes_strangers():
+    s = np.array([0.1, 0.15, 0.2, 0.4, 0.5, 0.6, 1.0, 1.1, 1.2])
+    high = np.where(s < 0.3, 0.0, np.where(s < 0.9, 0.5, 1.0))  # 0.4-0.6: half taken for known voices
+    resp = np.stack([1.0 - high, high], axis=1)
+    assert _balanced_split(s, resp) < 0.9  # rejecting them costs the known side as much as accepting
+    genuine = np.array([0.95, 1.0, 1.05, 1.1, 1.2])  # enrolled voices score near 1
+    assert _balanced_split(s, resp, genuine) == 0.95
 
 
 def test_one_group_is_not_trusted():
