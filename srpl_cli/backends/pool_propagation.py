@@ -209,11 +209,12 @@ class PoolPropagationBackend(OpenSetClassifier):
         self.centers_ = _normalise(np.stack([ZE[y == c].mean(axis=0) for c in range(K)]))
         self.anchored_ = AnchoredCosineBackend().fit(X, y)  # y is 0..K-1 here: same column order
         pw = self.propagation_weight
+        self.stranger_evidence_: float | None = None  # measured only when the weight is estimated
         if pw is None:
             # a pool about the size of the enrollment cannot outvote it: fade in from 1x to 4x its size
             size = float(np.clip((len(pool) / len(X) - 1.0) / (FULL_POOL_RATIO - 1.0), 0.0, 1.0))
             reached = self.mass_[len(X) :].max(axis=1)
-            # 0: the pool seems to hold enrolled people only (tune warns); not stored with the model
+            # 0: the pool seems to hold enrolled people only (tune warns); not saved with the model
             self.stranger_evidence_ = min(self._stranger_evidence(pool), _unreached_evidence(reached))
             pw = size * self.stranger_evidence_
         self.propagation_weight_ = np.array([float(pw)])

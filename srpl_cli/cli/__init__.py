@@ -91,6 +91,11 @@ def main() -> None:
 
     debug = bool(os.environ.get("SRPL_DEBUG"))
     try:
+        from srpl_cli.cli import _completion
+
+        if _completion.handles(sys.argv[1:]):  # a named shell, or $SHELL where none is detected
+            _completion.run(sys.argv[1:])
+            return
         code = app(prog_name="srpl", standalone_mode=False)
     except SrplError as exc:
         if debug:

@@ -170,14 +170,42 @@ def test_quiet_everywhere_and_defaults_shown():
 
 
 def test_shell_completion_installs_and_completes(tmp_path):
-    r = srpl("--install-completion", "bash", env={"HOME": str(tmp_path), "SHELL": "/bin/bash"})
-    assert r.returncode == 0, r.stderr
+    r = srpl("--install-completion", "bash", env={"HOME": str(tmp_path), "SHELL": "/bin/zsh"})
+    assert r.returncode == 0, r.stderr  # the named shell wins over the detected one and $SHELL
     assert "_SRPL_COMPLETE" in (tmp_path / ".bash_completions" / "srpl.sh").read_text()
     assert "srpl.sh" in (tmp_path / ".bashrc").read_text()
     r = srpl(env={"_SRPL_COMPLETE": "complete_bash", "COMP_WORDS": "srpl spe", "COMP_CWORD": "1"})
     assert r.stdout.split() == ["speakers"]
     r = srpl(env={"_SRPL_COMPLETE": "complete_bash", "COMP_WORDS": "srpl models ", "COMP_CWORD": "2"})
     assert set(r.stdout.split()) == {"list", "show", "use", "remove"}
+
+
+def test_completion_for_a_named_shell_and_a_clear_error_for_an_unknown_one(tmp_path):
+    r = srpl("--install-completion", "zsh", env={"HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "_SRPL_COMPLETE" in (tmp_path / ".zfunc" / "_srpl").read_text()
+    assert "compinit" in (tmp_path / ".zshrc").read_text()
+    r = srpl("--show-completion", "fish")
+    assert r.returncode == 0 and "complete --command srpl" in r.stdout
+    r = srpl("--install-completion", "tcsh", env={"HOME": str(tmp_path)})
+    assert r.returncode == 2 and r.stderr.startswith("error: 'tcsh' is not a supported shell")
+
+
+def test_completion_falls_back_to_dollar_shell_without_a_shell_ancestor(monkeypatch):
+    """An IDE or a re-parented background job has no shell among its ancestors (Typer then fails)."""
+    import shellingham
+
+    from srpl_cli.cli import _completion
+
+    def fail():
+        raise shellingham.ShellDetectionFailure()
+
+    monkeypatch.setattr(shellingham, "detect_shell", fail)
+    monkeypatch.setenv("SHELL", "/usr/local/bin/fish")
+    assert _completion._current_shell() == "fish"
+    monkeypatch.delenv("SHELL")
+    assert _completion._current_shell() == ""
+    assert not _completion.handles(["tune", "--install-completion"])  # only the root options
 
 
 def test_evaluate_table_fits_80_columns_and_says_what_it_leaves_out(tmp_path):
