@@ -54,7 +54,7 @@ MIN_STRANGER_SHARE = 0.05
 UNREACHED_MASS = 0.1
 #: the propagated score fades in as the unreached share of the pool rises from the first to the second
 #: (strangers form clusters no enrolled voice reaches; a pool of enrolled people alone is reached almost
-#: whole: 0-3 % on qspeech and librispeech-mini, against 35-83 % for pools with strangers)
+#: whole: 0-3 % on average on qspeech and librispeech-mini, against 35-89 % for pools with strangers)
 UNREACHED_SHARE = (0.2, 0.4)
 #: the propagated score has full weight once the pool holds this many times the enrollment's clips
 FULL_POOL_RATIO = 4.0
