@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from srpl_cli.errors import UsageError
+from srpl_cli.errors import SrplError, UsageError
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 OPTIONS = ("--install-completion", "--show-completion")
@@ -42,7 +42,10 @@ def run(argv: Sequence[str]) -> None:
         )
         sys.stdout.write(script.rstrip("\n") + "\n")
         return
-    _, path = typer_completion.install(shell=shell, prog_name=PROG, complete_var=COMPLETE_VAR)
+    try:  # writes the script and a line in the shell's startup file (~/.bashrc, ~/.zshrc, ...)
+        _, path = typer_completion.install(shell=shell, prog_name=PROG, complete_var=COMPLETE_VAR)
+    except OSError as exc:
+        raise SrplError(f"could not install {shell} completion: {exc}") from None
     print(f"{shell} completion installed in {path}; open a new shell to use it")
 
 

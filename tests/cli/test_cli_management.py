@@ -191,6 +191,20 @@ def test_completion_for_a_named_shell_and_a_clear_error_for_an_unknown_one(tmp_p
     assert r.returncode == 2 and r.stderr.startswith("error: 'tcsh' is not a supported shell")
 
 
+def test_completion_that_cannot_write_its_files_is_a_clear_error(monkeypatch):
+    from typer import _completion_shared
+
+    from srpl_cli.cli import _completion
+    from srpl_cli.errors import SrplError
+
+    def read_only(**kwargs):
+        raise PermissionError(13, "Permission denied", "/home/u/.bashrc")
+
+    monkeypatch.setattr(_completion_shared, "install", read_only)
+    with pytest.raises(SrplError, match="could not install bash completion: .*Permission denied"):
+        _completion.run(["--install-completion", "bash"])
+
+
 def test_completion_falls_back_to_dollar_shell_without_a_shell_ancestor(monkeypatch):
     """An IDE or a re-parented background job has no shell among its ancestors (Typer then fails)."""
     import shellingham
